@@ -1,0 +1,56 @@
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Whether an append is acknowledged before or after it reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync (sled flush) before acknowledging; survives any crash.
+    Fsync,
+    /// acknowledge at once; sled flushes in the background (every 500 ms). A crash of a majority
+    /// within that window loses acknowledged writes.
+    Async,
+}
+
+/// Knobs of each group's Raft instance.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// How many entries to keep in the log behind a snapshot (for followers that lag a little).
+    pub keep_logs_behind_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            snapshot_every: 10_000,
+            keep_logs_behind_snapshot: 1_000,
+        }
+    }
+}
+
+/// The validated openraft config for one group.
+pub fn raft_config(group: u64, t: &RaftTuning) -> Result<Arc<openraft::Config>> {
+    let cfg = openraft::Config {
+        cluster_name: format!("raftcache-g{group}"),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        max_in_snapshot_log_to_keep: t.keep_logs_behind_snapshot,
+        purge_batch_size: 64,
+        ..Default::default()
+    };
+    let cfg = cfg.validate().map_err(|e| Error::Config(e.to_string()))?;
+    Ok(Arc::new(cfg))
+}

@@ -1,0 +1,183 @@
+//! The Raft log of one group in sled.
+//!
+//! Invariants of the trees (all written by this file only):
+//! - `log`: key = big-endian `u64` index, value = bincode entry. Indexes are contiguous from
+//!   `last_purged + 1` to the last entry; `truncate` and `purge` keep that true.
+//! - `meta`: `vote`, `committed`, `last_purged` (bincode `LogId`/`Vote`). `last_purged` never
+//!   decreases.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+
+use crate::codec::{decode, encode};
+use crate::config::Durability;
+use crate::types::TypeConfig;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store of one group. Cheap to clone: clones share the sled trees.
+#[derive(Clone)]
+pub struct SledLogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    durability: Durability,
+}
+
+fn read_err(e: impl ToString) -> StorageError<u64> {
+    StorageIOError::read_logs(&std::io::Error::other(e.to_string())).into()
+}
+
+fn write_err(e: impl ToString) -> StorageError<u64> {
+    StorageIOError::write_logs(&std::io::Error::other(e.to_string())).into()
+}
+
+fn vote_err(e: impl ToString) -> StorageError<u64> {
+    StorageIOError::write_vote(&std::io::Error::other(e.to_string())).into()
+}
+
+impl SledLogStore {
+    /// Opens (or creates) the log trees of `group` in `db`.
+    pub fn open(db: &sled::Db, group: u64, durability: Durability) -> Result<Self, sled::Error> {
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree(format!("g{group}/log"))?,
+            meta: db.open_tree(format!("g{group}/meta"))?,
+            durability,
+        })
+    }
+
+    /// Whether this group has ever stored a vote or a log entry (it was initialized before).
+    pub fn has_state(&self) -> bool {
+        self.meta.get(VOTE).ok().flatten().is_some() || !self.log.is_empty()
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
+        match self.meta.get(key).map_err(read_err)? {
+            Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(|_| ())
+    }
+}
+
+fn range_to_keys<RB: RangeBounds<u64>>(range: &RB) -> ([u8; 8], Bound<[u8; 8]>) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => Bound::Included(e.to_be_bytes()),
+        Bound::Excluded(e) => Bound::Excluded(e.to_be_bytes()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (start.to_be_bytes(), end)
+}
+
+impl RaftLogReader<TypeConfig> for SledLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        let (start, end) = range_to_keys(&range);
+        let mut out = Vec::new();
+        for kv in self.log.range((Bound::Included(start), end)) {
+            let (_, v) = kv.map_err(read_err)?;
+            out.push(decode(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for SledLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let last_purged: Option<LogId<u64>> = self.get_meta(LAST_PURGED)?;
+        let last = match self.log.last().map_err(read_err)? {
+            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(&v).map_err(read_err)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        self.meta.insert(VOTE, encode(vote)).map_err(vote_err)?;
+        self.flush().await.map_err(vote_err)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        // Not flushed on its own: losing it only means re-learning the commit index from a leader.
+        self.meta.insert(COMMITTED, encode(&committed)).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.get_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(&e.log_id.index.to_be_bytes(), encode(&e));
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        match self.durability {
+            Durability::Fsync => {
+                let res = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
+                let failed = res.as_ref().err().map(|e| e.to_string());
+                callback.log_io_completed(res);
+                if let Some(e) = failed {
+                    return Err(write_err(e));
+                }
+            }
+            Durability::Async => callback.log_io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = kv.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        self.flush().await.map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        // Record the purge point first: a crash in between leaves extra entries, never a gap.
+        self.meta.insert(LAST_PURGED, encode(&log_id)).map_err(write_err)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = kv.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Client side of the Raft transport: one lazily connected HTTP/2 channel per peer, shared by
+//! every group; each group's [`GroupNetworkFactory`] stamps its group id on the RPCs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use raftcache_proto::raft::raft_service_client::RaftServiceClient;
+use raftcache_proto::raft::{RaftReply, RaftRequest, ReadIndexRequest};
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::types::{NodeInfo, TypeConfig};
+
+/// Largest Raft message either side accepts (snapshot chunks are smaller).
+pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+struct Peer {
+    addr: String,
+    channel: Channel,
+    reachable: bool,
+}
+
+/// One channel per peer node, shared by all groups of this node.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    peers: Arc<Mutex<HashMap<u64, Peer>>>,
+}
+
+/// Builds a lazily connecting channel to `addr` (`host:port`).
+pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(500))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .connect_lazy())
+}
+
+impl PeerChannels {
+    /// The channel to `node` at `addr`, created on first use (and anew if the address changed).
+    pub fn get(&self, node: u64, addr: &str) -> Channel {
+        let mut peers = self.peers.lock().expect("peer map lock poisoned");
+        if let Some(p) = peers.get(&node) {
+            if p.addr == addr {
+                return p.channel.clone();
+            }
+        }
+        let channel = channel_to(addr).unwrap_or_else(|_| panic!("peer address {addr:?} is not a valid host:port"));
+        peers.insert(node, Peer { addr: addr.to_owned(), channel: channel.clone(), reachable: true });
+        channel
+    }
+
+    /// Logs reachability transitions once, not on every failed heartbeat.
+    fn mark(&self, node: u64, ok: bool) {
+        let mut peers = self.peers.lock().expect("peer map lock poisoned");
+        if let Some(p) = peers.get_mut(&node) {
+            if p.reachable != ok {
+                p.reachable = ok;
+                if ok {
+                    tracing::info!(peer = node, addr = %p.addr, "peer reachable again");
+                } else {
+                    tracing::warn!(peer = node, addr = %p.addr, "peer unreachable");
+                }
+            }
+        }
+    }
+
+    /// Asks `leader` for its read index of `group` (for follower-linearizable reads).
+    pub async fn read_index(
+        &self,
+        leader: u64,
+        addr: &str,
+        group: u64,
+        timeout: Duration,
+    ) -> Result<u64, tonic::Status> {
+        let mut client = RaftServiceClient::new(self.get(leader, addr));
+        let mut req = tonic::Request::new(ReadIndexRequest { group });
+        req.set_timeout(timeout);
+        Ok(client.read_index(req).await?.into_inner().index)
+    }
+}
+
+/// Creates the connections of one group.
+#[derive(Clone)]
+pub struct GroupNetworkFactory {
+    group: u64,
+    peers: PeerChannels,
+}
+
+impl GroupNetworkFactory {
+    /// The factory of `group`, over the node's shared channels.
+    pub fn new(group: u64, peers: PeerChannels) -> Self {
+        Self { group, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
+        GroupNetwork {
+            group: self.group,
+            target,
+            client: RaftServiceClient::new(self.peers.get(target, &node.addr))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// A connection from one group to one peer.
+pub struct GroupNetwork {
+    group: u64,
+    target: u64,
+    client: RaftServiceClient<Channel>,
+    peers: PeerChannels,
+}
+
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl GroupNetwork {
+    async fn call<Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<u64, NodeInfo, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut req = tonic::Request::new(RaftRequest { group: self.group, payload: payload.into() });
+        req.set_timeout(ttl);
+        let res = match rpc {
+            Rpc::Append => self.client.append_entries(req).await,
+            Rpc::Vote => self.client.vote(req).await,
+            Rpc::Snapshot => self.client.install_snapshot(req).await,
+        };
+        let reply: RaftReply = match res {
+            Ok(r) => {
+                self.peers.mark(self.target, true);
+                r.into_inner()
+            }
+            Err(status) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                        self.peers.mark(self.target, false);
+                        RPCError::Unreachable(Unreachable::new(&status))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+        };
+        let res: Result<Resp, E> = decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        self.call(Rpc::Append, encode(&rpc), option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>> {
+        self.call(Rpc::Snapshot, encode(&rpc), option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        self.call(Rpc::Vote, encode(&rpc), option.hard_ttl()).await
+    }
+}
