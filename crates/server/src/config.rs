@@ -1,0 +1,105 @@
+//! `raftcache serve` flags. With no flags a node is a whole single-node cluster on
+//! 127.0.0.1:7379 with data in `./raftcache-data`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use raftcache_core::NodeId;
+
+/// Durability of the Raft log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every append batch before acknowledging (default).
+    Fsync,
+    /// Acknowledge before the disk; a crash of a majority can lose recent acknowledged writes.
+    Async,
+}
+
+/// Flags of `raftcache serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, default_value_t = 1)]
+    pub id: NodeId,
+    /// Address to listen on, for clients and peers alike.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    pub listen: String,
+    /// Where the node keeps its data.
+    #[arg(long, default_value = "./raftcache-data")]
+    pub data_dir: PathBuf,
+    /// The founding members, `id=host:port,...`. Ignored when the data dir already holds a
+    /// cluster. Defaults to this node alone.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Number of data groups (fixed at bootstrap).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub groups: u64,
+    /// Replicas per data group (capped at the number of nodes).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+    pub replicas: u64,
+    /// fsync (default) or async.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+    /// Build a snapshot of a group after this many log entries.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slightly lagging followers.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// How long an invalidation fence is kept (ms of leader time). Fixed at bootstrap.
+    #[arg(long, default_value_t = raftcache_core::limits::DEFAULT_FENCE_RETENTION_MS)]
+    pub fence_retention_ms: u64,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = raftcache_core::limits::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Raft heartbeat interval (ms).
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound (ms); the upper bound is twice this.
+    #[arg(long, default_value_t = 150)]
+    pub election_timeout_ms: u64,
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut nodes = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster entry {part:?} is not of the form id=host:port"))?;
+        let id: NodeId =
+            id.trim().parse().map_err(|_| format!("--initial-cluster entry {part:?}: {id:?} is not a node id"))?;
+        if id == 0 {
+            return Err(format!("--initial-cluster entry {part:?}: node ids start at 1"));
+        }
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(format!("--initial-cluster entry {part:?}: {addr:?} is not host:port"));
+        }
+        if nodes.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("--initial-cluster names node {id} twice"));
+        }
+    }
+    if nodes.is_empty() {
+        return Err("--initial-cluster is empty".into());
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects() {
+        let n = parse_initial_cluster("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[&2], "127.0.0.1:7002");
+        assert!(parse_initial_cluster("1=127.0.0.1").unwrap_err().contains("host:port"));
+        assert!(parse_initial_cluster("x=127.0.0.1:1").unwrap_err().contains("node id"));
+        assert!(parse_initial_cluster("1=a:1,1=b:2").unwrap_err().contains("twice"));
+        assert!(parse_initial_cluster("0=a:1").unwrap_err().contains("start at 1"));
+        assert!(parse_initial_cluster("").is_err());
+    }
+}

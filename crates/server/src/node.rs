@@ -1,0 +1,170 @@
+//! A running node: its identity, its groups, its gRPC server, and clean shutdown.
+//!
+//! ## BOOTSTRAP
+//!
+//! On first start the node derives the cluster layout from `--initial-cluster`, `--groups` and
+//! `--replicas` (the same on every founding node, so every node derives the same layout) and
+//! stores it, with its id, in the `node` tree of its sled database. The first replica of each
+//! group initializes that group's membership; the others wait to be contacted. The metadata
+//! group 0 (every node) then records the layout. A node restarted on existing data reads its
+//! identity from disk and ignores the flags.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use openraft::BasicNode;
+use raftcache_core::{place_groups, StateConfig, Topology};
+use raftcache_proto::admin::admin_service_server::AdminServiceServer;
+use raftcache_proto::cache::cache_service_server::CacheServiceServer;
+use raftcache_proto::raft::raft_service_server::RaftServiceServer;
+use raftcache_raft::{decode, encode, Durability, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::admin_service::AdminServiceImpl;
+use crate::cache_service::CacheServiceImpl;
+use crate::config::{parse_initial_cluster, DurabilityArg, ServeArgs};
+use crate::router::{Router, MESSAGE_OVERHEAD};
+
+/// What a node persists about itself on first start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Identity {
+    node_id: u64,
+    topology: Topology,
+    state_config: StateConfig,
+}
+
+const IDENTITY: &[u8] = b"identity";
+
+fn load_or_create_identity(db: &sled::Db, args: &ServeArgs) -> anyhow::Result<Identity> {
+    let tree = db.open_tree("node")?;
+    if let Some(bytes) = tree.get(IDENTITY)? {
+        let ident: Identity = decode(&bytes).context("node identity in the data dir is corrupt")?;
+        if ident.node_id != args.id {
+            bail!("data dir {} belongs to node {}, but --id is {}", args.data_dir.display(), ident.node_id, args.id);
+        }
+        if args.initial_cluster.is_some() {
+            tracing::info!("data dir holds a cluster already; ignoring --initial-cluster");
+        }
+        return Ok(ident);
+    }
+    let nodes = match &args.initial_cluster {
+        Some(s) => parse_initial_cluster(s).map_err(anyhow::Error::msg)?,
+        None => [(args.id, args.listen.clone())].into(),
+    };
+    if !nodes.contains_key(&args.id) {
+        bail!("--initial-cluster does not name this node's --id {}", args.id);
+    }
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    let groups = place_groups(&ids, args.groups, args.replicas as usize);
+    let ident = Identity {
+        node_id: args.id,
+        topology: Topology { epoch: 1, nodes, groups },
+        state_config: StateConfig { fence_retention_ms: args.fence_retention_ms, ..StateConfig::default() },
+    };
+    tree.insert(IDENTITY, encode(&ident))?;
+    db.flush()?;
+    tracing::info!(node = args.id, nodes = ident.topology.nodes.len(), groups = args.groups, "bootstrapped new node");
+    Ok(ident)
+}
+
+/// Runs a node until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let db =
+        sled::Config::new().path(args.data_dir.join("db")).flush_every_ms(Some(500)).open().with_context(|| {
+            format!("cannot open the database in {} (is another node using it?)", args.data_dir.display())
+        })?;
+    let ident = load_or_create_identity(&db, &args)?;
+    let node_id = ident.node_id;
+    let topology = Arc::new(ident.topology);
+    let listen: SocketAddr =
+        args.listen.parse().with_context(|| format!("--listen {:?} is not ip:port", args.listen))?;
+
+    let durability = match args.durability {
+        DurabilityArg::Fsync => Durability::Fsync,
+        DurabilityArg::Async => Durability::Async,
+    };
+    let tuning = RaftTuning {
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: args.election_timeout_ms,
+        election_max_ms: args.election_timeout_ms * 2,
+        snapshot_every: args.snapshot_every,
+        keep_logs_behind_snapshot: args.keep_logs,
+    };
+    let peers = PeerChannels::default();
+    let mut groups = Vec::new();
+    for gid in topology.groups_of(node_id) {
+        let g = Group::open(gid, node_id, &db, peers.clone(), &tuning, ident.state_config.clone(), durability)
+            .await
+            .with_context(|| format!("cannot open group {gid}"))?;
+        groups.push(g);
+    }
+    let registry = GroupRegistry::new(groups);
+    let router = Arc::new(Router::new(node_id, topology.clone(), registry.clone(), peers, args.max_value_bytes));
+
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let max_msg = args.max_value_bytes + MESSAGE_OVERHEAD;
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .concurrency_limit_per_connection(4096)
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .add_service(
+            CacheServiceServer::new(CacheServiceImpl::new(router.clone()))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        )
+        .add_service(
+            RaftServiceServer::new(RaftServiceImpl::new(registry.clone()))
+                .max_decoding_message_size(raftcache_raft::MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(raftcache_raft::MAX_RAFT_MESSAGE),
+        )
+        .add_service(AdminServiceServer::new(AdminServiceImpl::new(router.clone())));
+    let mut stop = shutdown_rx.clone();
+    let server_task = tokio::spawn(server.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
+    tracing::info!(node = node_id, %listen, groups = registry.iter().count(), "serving");
+
+    for g in registry.iter() {
+        let replicas = &topology.groups[&g.id];
+        if replicas.first() == Some(&node_id) && !g.has_state() {
+            let members = replicas.iter().map(|id| (*id, BasicNode { addr: topology.nodes[id].clone() })).collect();
+            g.initialize(members).await.with_context(|| format!("cannot initialize group {}", g.id))?;
+        }
+    }
+    let sweeper = tokio::spawn(crate::sweeper::run(router.clone(), shutdown_rx.clone()));
+
+    wait_for_signal().await;
+    tracing::info!(node = node_id, "shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = sweeper.await;
+    for g in registry.iter() {
+        let _ = g.raft.shutdown().await;
+    }
+    match server_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "server task failed"),
+    }
+    db.flush_async().await.context("final flush")?;
+    tracing::info!(node = node_id, "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
