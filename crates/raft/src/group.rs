@@ -10,6 +10,7 @@ use raftcache_core::{Request, Response, StateConfig};
 
 use crate::config::{raft_config, Durability, RaftTuning};
 use crate::error::{Error, Result};
+use crate::flusher::Flusher;
 use crate::log_store::SledLogStore;
 use crate::network::{GroupNetworkFactory, PeerChannels};
 use crate::read_index::{ReadIndexBatcher, ReadIndexError};
@@ -51,13 +52,14 @@ impl Group {
         id: u64,
         node_id: u64,
         db: &sled::Db,
+        flusher: Flusher,
         peers: PeerChannels,
         tuning: &RaftTuning,
         state_config: StateConfig,
         durability: Durability,
     ) -> Result<Arc<Self>> {
-        let log = SledLogStore::open(db, id, durability)?;
-        let sm = StateMachineStore::open(db, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
+        let log = SledLogStore::open(db, flusher.clone(), id, durability)?;
+        let sm = StateMachineStore::open(db, flusher, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
         let data = sm.data();
         let config = raft_config(id, tuning)?;
         let raft = Raft::new(node_id, config, GroupNetworkFactory::new(id, peers), log.clone(), sm.clone())

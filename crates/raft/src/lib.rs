@@ -8,8 +8,8 @@
 //! One `sled::Db` per node. Group `g` owns the trees `g{g}/log` (entries keyed by big-endian log
 //! index, bincode 2), `g{g}/meta` (vote, committed log id, last purged log id) and `g{g}/snap`
 //! (the current snapshot). With [`Durability::Fsync`] an append is acknowledged to openraft only
-//! after `Db::flush_async` returns, so one flush covers every entry of the batch (and whatever
-//! other groups appended meanwhile). [`Durability::Async`] acknowledges at once and lets sled
+//! after a flush of the Db returns; a [`Flusher`] thread batches the flushes of all groups,
+//! so one fsync covers every entry appended before it (group commit). [`Durability::Async`] acknowledges at once and lets sled
 //! flush in the background: a crash of a majority can lose acknowledged writes. Votes are always
 //! flushed, because a forgotten vote can elect two leaders in one term.
 //!
@@ -39,6 +39,7 @@
 mod codec;
 mod config;
 mod error;
+mod flusher;
 mod group;
 mod log_store;
 mod network;
@@ -51,6 +52,7 @@ mod types;
 pub use codec::{decode, encode};
 pub use config::{raft_config, Durability, RaftTuning};
 pub use error::{Error, Result};
+pub use flusher::Flusher;
 pub use group::{Group, WriteError};
 pub use log_store::SledLogStore;
 pub use network::{GroupNetworkFactory, PeerChannels, MAX_RAFT_MESSAGE};

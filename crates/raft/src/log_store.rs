@@ -14,6 +14,7 @@ use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError
 
 use crate::codec::{decode, encode};
 use crate::config::Durability;
+use crate::flusher::Flusher;
 use crate::types::TypeConfig;
 
 const VOTE: &[u8] = b"vote";
@@ -23,7 +24,7 @@ const LAST_PURGED: &[u8] = b"last_purged";
 /// The log store of one group. Cheap to clone: clones share the sled trees.
 #[derive(Clone)]
 pub struct SledLogStore {
-    db: sled::Db,
+    flusher: Flusher,
     log: sled::Tree,
     meta: sled::Tree,
     durability: Durability,
@@ -43,9 +44,9 @@ fn vote_err(e: impl ToString) -> StorageError<u64> {
 
 impl SledLogStore {
     /// Opens (or creates) the log trees of `group` in `db`.
-    pub fn open(db: &sled::Db, group: u64, durability: Durability) -> Result<Self, sled::Error> {
+    pub fn open(db: &sled::Db, flusher: Flusher, group: u64, durability: Durability) -> Result<Self, sled::Error> {
         Ok(Self {
-            db: db.clone(),
+            flusher,
             log: db.open_tree(format!("g{group}/log"))?,
             meta: db.open_tree(format!("g{group}/meta"))?,
             durability,
@@ -64,8 +65,8 @@ impl SledLogStore {
         }
     }
 
-    async fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush_async().await.map(|_| ())
+    async fn flush(&self) -> Result<(), String> {
+        self.flusher.flush().await
     }
 }
 
@@ -146,7 +147,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.log.apply_batch(batch).map_err(write_err)?;
         match self.durability {
             Durability::Fsync => {
-                let res = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
+                let res = self.flush().await.map_err(std::io::Error::other);
                 let failed = res.as_ref().err().map(|e| e.to_string());
                 callback.log_io_completed(res);
                 if let Some(e) = failed {

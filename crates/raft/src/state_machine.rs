@@ -13,6 +13,7 @@ use raftcache_core::{CacheState, Response, StateConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
+use crate::flusher::Flusher;
 use crate::types::{NodeInfo, TypeConfig};
 
 const SNAP_META: &[u8] = b"meta";
@@ -47,7 +48,7 @@ struct StoredSnapshotMeta {
 pub struct StateMachineStore {
     data: Arc<RwLock<SmData>>,
     snaps: sled::Tree,
-    db: sled::Db,
+    flusher: Flusher,
     group: u64,
 }
 
@@ -61,7 +62,7 @@ fn read_snap_err(e: impl ToString) -> StorageError<u64> {
 
 impl StateMachineStore {
     /// Opens the state machine of `group`, restoring the latest snapshot if there is one.
-    pub fn open(db: &sled::Db, group: u64, config: StateConfig) -> Result<Self, StorageError<u64>> {
+    pub fn open(db: &sled::Db, flusher: Flusher, group: u64, config: StateConfig) -> Result<Self, StorageError<u64>> {
         let snaps = db.open_tree(format!("g{group}/snap")).map_err(read_snap_err)?;
         let mut data =
             SmData { state: CacheState::new(config), last_applied: None, last_membership: StoredMembership::default() };
@@ -74,7 +75,7 @@ impl StateMachineStore {
             data.last_membership = m.meta.last_membership;
             tracing::info!(group, applied = data.applied_index(), "restored snapshot");
         }
-        Ok(Self { data: Arc::new(RwLock::new(data)), snaps, db: db.clone(), group })
+        Ok(Self { data: Arc::new(RwLock::new(data)), snaps, flusher, group })
     }
 
     /// The shared state, for the read path.
@@ -99,7 +100,7 @@ impl StateMachineStore {
         batch.insert(SNAP_META, encode(&StoredSnapshotMeta { meta: meta.clone() }));
         batch.insert(SNAP_DATA, bytes);
         self.snaps.apply_batch(batch).map_err(snap_err)?;
-        self.db.flush_async().await.map_err(snap_err)?;
+        self.flusher.flush().await.map_err(snap_err)?;
         Ok(())
     }
 }

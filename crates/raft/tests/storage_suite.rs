@@ -4,7 +4,7 @@
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use raftcache_core::StateConfig;
-use raftcache_raft::{Durability, SledLogStore, StateMachineStore, TypeConfig};
+use raftcache_raft::{Durability, Flusher, SledLogStore, StateMachineStore, TypeConfig};
 
 struct Builder(Durability);
 
@@ -12,8 +12,9 @@ impl StoreBuilder<TypeConfig, SledLogStore, StateMachineStore, tempfile::TempDir
     async fn build(&self) -> Result<(tempfile::TempDir, SledLogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::open(dir.path()).expect("open sled");
-        let log = SledLogStore::open(&db, 7, self.0).expect("open log store");
-        let sm = StateMachineStore::open(&db, 7, StateConfig::default())?;
+        let flusher = Flusher::new(db.clone());
+        let log = SledLogStore::open(&db, flusher.clone(), 7, self.0).expect("open log store");
+        let sm = StateMachineStore::open(&db, flusher, 7, StateConfig::default())?;
         Ok((dir, log, sm))
     }
 }

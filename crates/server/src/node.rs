@@ -18,7 +18,9 @@ use raftcache_core::{place_groups, StateConfig, Topology};
 use raftcache_proto::admin::admin_service_server::AdminServiceServer;
 use raftcache_proto::cache::cache_service_server::CacheServiceServer;
 use raftcache_proto::raft::raft_service_server::RaftServiceServer;
-use raftcache_raft::{decode, encode, Durability, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning};
+use raftcache_raft::{
+    decode, encode, Durability, Flusher, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -95,11 +97,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_logs_behind_snapshot: args.keep_logs,
     };
     let peers = PeerChannels::default();
+    let flusher = Flusher::new(db.clone());
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
-        let g = Group::open(gid, node_id, &db, peers.clone(), &tuning, ident.state_config.clone(), durability)
-            .await
-            .with_context(|| format!("cannot open group {gid}"))?;
+        let g = Group::open(
+            gid,
+            node_id,
+            &db,
+            flusher.clone(),
+            peers.clone(),
+            &tuning,
+            ident.state_config.clone(),
+            durability,
+        )
+        .await
+        .with_context(|| format!("cannot open group {gid}"))?;
         groups.push(g);
     }
     let registry = GroupRegistry::new(groups);
@@ -154,7 +166,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "server task failed"),
     }
-    db.flush_async().await.context("final flush")?;
+    flusher.flush().await.map_err(anyhow::Error::msg).context("final flush")?;
     tracing::info!(node = node_id, "stopped");
     Ok(())
 }
