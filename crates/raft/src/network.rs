@@ -32,6 +32,8 @@ struct Peer {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     peers: Arc<Mutex<HashMap<u64, Peer>>>,
+    /// Peer id → address to dial instead of the advertised one (a proxy, a NAT mapping).
+    overrides: Arc<HashMap<u64, String>>,
 }
 
 /// Builds a lazily connecting channel to `addr` (`host:port`).
@@ -47,8 +49,14 @@ pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 impl PeerChannels {
+    /// Channels that dial `overrides[id]` instead of a peer's advertised address.
+    pub fn with_overrides(overrides: HashMap<u64, String>) -> Self {
+        Self { peers: Arc::default(), overrides: Arc::new(overrides) }
+    }
+
     /// The channel to `node` at `addr`, created on first use (and anew if the address changed).
     pub fn get(&self, node: u64, addr: &str) -> Channel {
+        let addr = self.overrides.get(&node).map(String::as_str).unwrap_or(addr);
         let mut peers = self.peers.lock().expect("peer map lock poisoned");
         if let Some(p) = peers.get(&node) {
             if p.addr == addr {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use openraft::ServerState;
 use raftcache_proto::admin::admin_service_server::AdminService;
 use raftcache_proto::admin::{
-    GroupStatus, StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse, TriggerSnapshotRequest,
-    TriggerSnapshotResponse,
+    GroupStatus, InjectFaultRequest, InjectFaultResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
+    TransferLeaderResponse, TriggerSnapshotRequest, TriggerSnapshotResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -107,5 +107,20 @@ impl AdminService for AdminServiceImpl {
         // openraft 0.9 has no leader transfer: campaigning on the target does the job.
         g.raft.trigger().elect().await.map_err(|e| ServeError::Unavailable(e.to_string()))?;
         Ok(Response::new(TransferLeaderResponse {}))
+    }
+
+    async fn inject_fault(&self, req: Request<InjectFaultRequest>) -> Result<Response<InjectFaultResponse>, Status> {
+        #[cfg(feature = "fault-injection")]
+        {
+            let skew = req.into_inner().clock_skew_ms;
+            crate::clock::skew::set(skew);
+            tracing::warn!(skew_ms = skew, "clock skew injected");
+            Ok(Response::new(InjectFaultResponse {}))
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = req;
+            Err(Status::unimplemented("this node was built without the fault-injection feature"))
+        }
     }
 }

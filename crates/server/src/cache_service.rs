@@ -128,6 +128,9 @@ impl CacheService for CacheServiceImpl {
         let local = self.router.local(group).cloned();
 
         match (level, local) {
+            (Consistency::Linearizable, Some(g)) if self.router.bugs.stale_read => {
+                Ok(Response::new(self.read_here(&g, &key)))
+            }
             (Consistency::Linearizable, Some(g)) if g.is_leader() => {
                 match tokio::time::timeout_at(deadline.into(), g.read_index()).await {
                     Ok(Ok(index)) => {
@@ -269,8 +272,13 @@ impl CacheService for CacheServiceImpl {
         let msg = req.into_inner();
         let key = write_key(&msg.namespace, &msg.key)?;
         let group = self.router.group_for(&key);
-        match self.router.write_local(group, client_seq(msg.id), Command::Invalidate { key }, deadline).await {
-            Local::Done(Ok((Applied::Invalidated { fence }, index))) => {
+        let cmd = if self.router.bugs.no_fence {
+            Command::Delete { key, cond: Condition::None }
+        } else {
+            Command::Invalidate { key }
+        };
+        match self.router.write_local(group, client_seq(msg.id), cmd, deadline).await {
+            Local::Done(Ok((Applied::Invalidated { fence } | Applied::Deleted { version: fence, .. }, index))) => {
                 Ok(Response::new(InvalidateResponse { fence, header: Some(self.router.header(group, index)) }))
             }
             Local::Done(Ok((Applied::Rejected(r), _))) => Err(ServeError::from(r).into()),

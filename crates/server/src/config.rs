@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// Raft election timeout lower bound (ms); the upper bound is twice this.
     #[arg(long, default_value_t = 150)]
     pub election_timeout_ms: u64,
+    /// Dial peer ID at HOST:PORT instead of its advertised address (e.g. through a proxy);
+    /// `ID=HOST:PORT`, repeatable or comma-separated.
+    #[arg(long = "peer-addr", value_delimiter = ',')]
+    pub peer_addrs: Vec<String>,
+    /// Test-only planted bugs, to prove the fault suite catches them: stale-read (linearizable
+    /// reads skip ReadIndex and read the local replica), no-fence (invalidations leave no fence).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long = "bug", value_enum)]
+    pub bugs: Vec<crate::router::Bug>,
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.

@@ -96,7 +96,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         keep_logs_behind_snapshot: args.keep_logs,
     };
-    let peers = PeerChannels::default();
+    let overrides = if args.peer_addrs.is_empty() {
+        Default::default()
+    } else {
+        parse_initial_cluster(&args.peer_addrs.join(","))
+            .map_err(|e| anyhow::anyhow!("--peer-addr: {}", e.trim_start_matches("--initial-cluster ")))?
+            .into_iter()
+            .collect()
+    };
+    let peers = PeerChannels::with_overrides(overrides);
     let flusher = Flusher::new(db.clone());
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
@@ -115,7 +123,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         groups.push(g);
     }
     let registry = GroupRegistry::new(groups);
-    let router = Arc::new(Router::new(node_id, topology.clone(), registry.clone(), peers, args.max_value_bytes));
+    #[cfg(feature = "fault-injection")]
+    let bugs = crate::router::Bugs::from_list(&args.bugs);
+    #[cfg(not(feature = "fault-injection"))]
+    let bugs = crate::router::Bugs::default();
+    if bugs.stale_read || bugs.no_fence {
+        tracing::warn!(?bugs, "PLANTED BUGS ENABLED: this node is deliberately incorrect");
+    }
+    let router = Arc::new(Router::new(node_id, topology.clone(), registry.clone(), peers, args.max_value_bytes, bugs));
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -30,6 +30,31 @@ pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
 /// Deadline used when a request carries none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A planted bug (fault-injection builds only), so the fault suite can prove it detects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bug {
+    /// Linearizable reads skip ReadIndex and read whatever the local replica holds.
+    StaleRead,
+    /// Invalidations delete without leaving a fence.
+    NoFence,
+}
+
+/// The planted bugs in force; all off unless built with `fault-injection` and asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bugs {
+    /// See [`Bug::StaleRead`].
+    pub stale_read: bool,
+    /// See [`Bug::NoFence`].
+    pub no_fence: bool,
+}
+
+impl Bugs {
+    /// The set named by `bugs`.
+    pub fn from_list(bugs: &[Bug]) -> Self {
+        Self { stale_read: bugs.contains(&Bug::StaleRead), no_fence: bugs.contains(&Bug::NoFence) }
+    }
+}
+
 /// Where a forwarded request should go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hop {
@@ -62,6 +87,8 @@ pub struct Router {
     hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Largest value accepted.
     pub max_value_bytes: usize,
+    /// Planted bugs (fault-injection builds only).
+    pub bugs: Bugs,
 }
 
 impl Router {
@@ -72,9 +99,10 @@ impl Router {
         registry: GroupRegistry,
         peers: PeerChannels,
         max_value_bytes: usize,
+        bugs: Bugs,
     ) -> Self {
         let ring = topology.ring();
-        Self { node_id, topology, ring, registry, peers, hints: Mutex::new(HashMap::new()), max_value_bytes }
+        Self { node_id, topology, ring, registry, peers, hints: Mutex::new(HashMap::new()), max_value_bytes, bugs }
     }
 
     /// The group that owns `key`.
