@@ -169,7 +169,7 @@ async fn log_role_changes(group: Arc<Group>) {
         if state != last.0 || leader != last.1 {
             if state == ServerState::Leader {
                 tracing::info!(group = group.id, term, "elected leader");
-            } else if last.0 == ServerState::Leader {
+            } else if last.0 == ServerState::Leader && state != ServerState::Shutdown {
                 tracing::info!(group = group.id, term, new_leader = ?leader, "lost leadership");
             } else if leader != last.1 && leader.is_some() && leader != Some(group.node_id) {
                 tracing::debug!(group = group.id, term, leader = ?leader, "following");
