@@ -175,6 +175,13 @@ impl Client {
         }
     }
 
+    /// Forgets the leader of `group` (it did not answer).
+    fn forget_leader(&self, group: GroupId) {
+        if let Some(view) = self.inner.topology.write().expect("topology lock poisoned").as_mut() {
+            view.leaders.remove(&group);
+        }
+    }
+
     /// Picks the node for one attempt: the group's leader, or a random replica; any endpoint as
     /// the fallback (it forwards).
     fn pick(&self, group: GroupId, target: &Target, attempt: u32) -> String {
@@ -213,7 +220,7 @@ impl Client {
                 return Err(Error::DeadlineExceeded(format!("no answer for group {group} within the deadline")));
             }
             let addr = hinted.take().unwrap_or_else(|| self.pick(group, &target, attempt));
-            let err = match op(self.cache_client(&addr)?, remaining).await {
+            let err = match op(self.cache_client(&addr)?, remaining.min(self.inner.options.attempt_timeout)).await {
                 Ok(v) => return Ok(v),
                 Err(status) => status,
             };
@@ -225,14 +232,23 @@ impl Client {
                     continue;
                 }
             }
+            let transport_failure = err.metadata().get("x-raftcache-error").is_none();
             let e = Error::from(err);
             if !e.is_retryable() {
                 return Err(e);
             }
-            if attempt % 3 == 0 {
+            if transport_failure {
+                // The node did not answer (down, paused, partitioned): try another one at once.
+                self.forget_leader(group);
+                if attempt < 3 {
+                    continue;
+                }
+            }
+            if attempt % 4 == 0 {
                 let _ = self.refresh_topology().await;
             }
-            let cap = Duration::from_millis(10u64 << attempt.min(6)).min(Duration::from_millis(500));
+            // Elections take 150–300 ms: keep the backoff of the same order.
+            let cap = Duration::from_millis(5u64 << attempt.min(6)).min(Duration::from_millis(200));
             let sleep = Duration::from_micros(rand::thread_rng().gen_range(0..=cap.as_micros() as u64));
             let remaining = deadline.saturating_duration_since(Instant::now());
             if sleep >= remaining {

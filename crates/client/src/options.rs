@@ -50,6 +50,9 @@ pub struct SetOptions {
 pub struct ClientOptions {
     /// Deadline of one operation, retries included.
     pub timeout: Duration,
+    /// Longest wait for one attempt before trying elsewhere (a paused or partitioned node never
+    /// answers). Retried writes are de-duplicated, so giving up on an attempt is safe.
+    pub attempt_timeout: Duration,
     /// Connect timeout per node.
     pub connect_timeout: Duration,
     /// Whether writes carry `(client_id, seq)` for exactly-once retries.
@@ -58,7 +61,12 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5), connect_timeout: Duration::from_millis(500), idempotent_writes: true }
+        Self {
+            timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            idempotent_writes: true,
+        }
     }
 }
 

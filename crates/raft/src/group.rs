@@ -42,7 +42,7 @@ pub struct Group {
     data: Arc<RwLock<SmData>>,
     sm: StateMachineStore,
     log: SledLogStore,
-    reads: ReadIndexBatcher,
+    reads: Arc<ReadIndexBatcher>,
     last_leader_contact: Mutex<Option<Instant>>,
 }
 
@@ -72,7 +72,7 @@ impl Group {
             data,
             sm,
             log,
-            reads: ReadIndexBatcher::default(),
+            reads: Arc::default(),
             last_leader_contact: Mutex::new(None),
         });
         tokio::spawn(log_role_changes(group.clone()));

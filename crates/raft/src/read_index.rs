@@ -6,7 +6,7 @@
 //! reads that arrive while a round is in flight wait for the next one (joining the running round
 //! would be unsafe: its leadership check may have started before the read arrived).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::oneshot;
@@ -43,7 +43,10 @@ pub struct ReadIndexBatcher {
 
 impl ReadIndexBatcher {
     /// The index this (leader) node must apply before serving a linearizable read.
-    pub async fn read_index(&self, raft: &Raft) -> Result<u64, ReadIndexError> {
+    ///
+    /// Cancel-safe: rounds run on their own task, so a caller that gives up (deadline) strands
+    /// no other reader.
+    pub async fn read_index(self: &Arc<Self>, raft: &Raft) -> Result<u64, ReadIndexError> {
         let (tx, rx) = oneshot::channel();
         let start_round = {
             let mut q = self.queue.lock().expect("read queue lock poisoned");
@@ -51,13 +54,13 @@ impl ReadIndexBatcher {
             !std::mem::replace(&mut q.round_running, true)
         };
         if start_round {
-            self.run_rounds(raft).await;
+            let (this, raft) = (self.clone(), raft.clone());
+            tokio::spawn(async move { this.run_rounds(&raft).await });
         }
         rx.await.unwrap_or_else(|_| Err(ReadIndexError::Unavailable("read round abandoned".into())))
     }
 
-    /// Runs rounds until the queue is empty. Runs on the task of the read that found no round in
-    /// flight, so a dropped read cannot strand the others: the rounds complete before it returns.
+    /// Runs rounds until the queue is empty.
     async fn run_rounds(&self, raft: &Raft) {
         loop {
             let batch = {
