@@ -39,8 +39,9 @@
 //! - De-duplication is bounded: a client's record is dropped when it idles for
 //!   [`SESSION_IDLE_MS`](crate::limits::SESSION_IDLE_MS) or when `max_sessions` other clients
 //!   wrote more recently. A retry that arrives after its client's record was dropped is applied
-//!   again. Within a known client, a sequence number below the oldest remembered one is refused
-//!   as [`Rejection::DuplicateTooOld`](crate::Rejection::DuplicateTooOld).
+//!   again. Within a known client, a sequence number at or below the highest one dropped from its
+//!   window is refused as [`Rejection::DuplicateTooOld`](crate::Rejection::DuplicateTooOld);
+//!   any other unseen sequence number is a new write (writes may arrive out of order).
 //! - `mem_bytes` is an estimate for eviction policy and metrics, not an exact measure.
 mod digest;
 mod entries;

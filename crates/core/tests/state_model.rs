@@ -22,6 +22,7 @@ struct ModelSession {
     last_index: u64,
     last_ms: u64,
     results: BTreeMap<u64, Response>,
+    floor: u64,
 }
 
 struct Model {
@@ -88,7 +89,7 @@ impl Model {
                 s.last_ms = now;
                 return r;
             }
-            if s.results.keys().min().is_some_and(|min| cs.seq < *min) {
+            if cs.seq <= s.floor {
                 return Response::Rejected(Rejection::DuplicateTooOld);
             }
         }
@@ -98,6 +99,7 @@ impl Model {
         while s.results.len() > SESSION_WINDOW {
             let min = *s.results.keys().min().unwrap();
             s.results.remove(&min);
+            s.floor = s.floor.max(min);
         }
         s.last_index = index;
         s.last_ms = now;

@@ -12,7 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// Someone waiting for a flush: a task, or a callback run on the flusher thread. Callbacks run
+/// in the order they were queued, so completions reach openraft in log order.
+enum Waiter {
+    Task(oneshot::Sender<Result<(), String>>),
+    Call(Box<dyn FnOnce(Result<(), String>) + Send>),
+}
 
 /// A node's flusher. Cheap to clone.
 #[derive(Clone)]
@@ -35,7 +40,12 @@ impl Flusher {
                         tracing::error!(error = %e, "sled flush failed");
                     }
                     for w in batch {
-                        let _ = w.send(res.clone());
+                        match w {
+                            Waiter::Task(tx) => {
+                                let _ = tx.send(res.clone());
+                            }
+                            Waiter::Call(f) => f(res.clone()),
+                        }
                     }
                 }
             })
@@ -46,7 +56,15 @@ impl Flusher {
     /// Returns once everything written to the Db before this call is on disk.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| "flusher stopped".to_owned())?;
+        self.tx.send(Waiter::Task(tx)).map_err(|_| "flusher stopped".to_owned())?;
         rx.await.map_err(|_| "flusher stopped".to_owned())?
+    }
+
+    /// Runs `done` on the flusher thread once everything written before this call is on disk,
+    /// without waiting for it here.
+    pub fn flush_then(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) {
+        if let Err(mpsc::SendError(Waiter::Call(f))) = self.tx.send(Waiter::Call(Box::new(done))) {
+            f(Err("flusher stopped".to_owned()));
+        }
     }
 }

@@ -146,13 +146,10 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         match self.durability {
+            // Return at once and let the flusher complete the callback: openraft keeps handling
+            // heartbeats and votes while the disk works, and one fsync covers many appends.
             Durability::Fsync => {
-                let res = self.flush().await.map_err(std::io::Error::other);
-                let failed = res.as_ref().err().map(|e| e.to_string());
-                callback.log_io_completed(res);
-                if let Some(e) = failed {
-                    return Err(write_err(e));
-                }
+                self.flusher.flush_then(move |res| callback.log_io_completed(res.map_err(std::io::Error::other)))
             }
             Durability::Async => callback.log_io_completed(Ok(())),
         }

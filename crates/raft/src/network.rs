@@ -146,14 +146,19 @@ impl GroupNetwork {
         &mut self,
         rpc: Rpc,
         payload: Vec<u8>,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<Resp, RPCError<u64, NodeInfo, E>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let mut req = tonic::Request::new(RaftRequest { group: self.group, payload: payload.into() });
-        req.set_timeout(ttl);
+        // openraft already bounds appends and votes with its own timeout (and treats expiry as a
+        // plain timeout). Setting the same deadline here turned slow answers into `Unreachable`,
+        // which makes openraft back off replication for 500 ms and followers start elections.
+        if let Some(ttl) = ttl {
+            req.set_timeout(ttl);
+        }
         let res = match rpc {
             Rpc::Append => self.client.append_entries(req).await,
             Rpc::Vote => self.client.vote(req).await,
@@ -166,12 +171,13 @@ impl GroupNetwork {
             }
             Err(status) => {
                 return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                    // Only a failed connection means the peer is unreachable.
+                    tonic::Code::Unavailable => {
                         self.peers.mark(self.target, false);
                         RPCError::Unreachable(Unreachable::new(&status))
                     }
                     _ => RPCError::Network(NetworkError::new(&status)),
-                })
+                });
             }
         };
         let res: Result<Resp, E> = decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -183,9 +189,9 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(Rpc::Append, encode(&rpc), option.hard_ttl()).await
+        self.call(Rpc::Append, encode(&rpc), None).await
     }
 
     async fn install_snapshot(
@@ -193,14 +199,14 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>> {
-        self.call(Rpc::Snapshot, encode(&rpc), option.hard_ttl()).await
+        self.call(Rpc::Snapshot, encode(&rpc), Some(option.hard_ttl())).await
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<u64>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(Rpc::Vote, encode(&rpc), option.hard_ttl()).await
+        self.call(Rpc::Vote, encode(&rpc), None).await
     }
 }

@@ -111,6 +111,7 @@ impl CacheState {
             h.u64(*client);
             h.u64(session.last_index);
             h.u64(session.last_ms);
+            h.u64(session.floor);
             h.u64(session.results.len() as u64);
             for (seq, response) in &session.results {
                 h.u64(*seq);

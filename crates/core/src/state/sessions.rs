@@ -32,6 +32,10 @@ pub(crate) struct Session {
     pub(crate) last_ms: u64,
     /// seq → response, at most [`SESSION_WINDOW`] of the highest applied seqs; never empty.
     pub(crate) results: BTreeMap<u64, Response>,
+    /// The highest seq dropped from `results`: a seq at or below it may have applied and its
+    /// result is forgotten. Seqs above it and not in `results` never applied here (a client's
+    /// writes to one group may arrive out of order, since it numbers them across all groups).
+    pub(crate) floor: u64,
 }
 
 /// The outcome of looking up a client write.
@@ -104,9 +108,10 @@ impl Sessions {
             self.by_last_index.insert(index, cs.client_id);
             return Dedup::Replay(response);
         }
-        match session.results.first_key_value() {
-            Some((oldest, _)) if cs.seq < *oldest => Dedup::TooOld,
-            _ => Dedup::New,
+        if cs.seq <= session.floor {
+            Dedup::TooOld
+        } else {
+            Dedup::New
         }
     }
 
@@ -117,6 +122,7 @@ impl Sessions {
             last_index: index,
             last_ms: now,
             results: BTreeMap::new(),
+            floor: 0,
         });
         self.by_last_index.remove(&session.last_index);
         session.last_index = index;
@@ -126,7 +132,9 @@ impl Sessions {
             self.results += 1;
         }
         while session.results.len() > SESSION_WINDOW {
-            session.results.pop_first();
+            if let Some((seq, _)) = session.results.pop_first() {
+                session.floor = session.floor.max(seq);
+            }
             self.results -= 1;
         }
         while self.by_client.len() > max_sessions {

@@ -225,6 +225,21 @@ fn a_retry_replays_the_first_response_and_applies_once() {
 }
 
 #[test]
+fn out_of_order_seqs_of_one_client_are_new_writes() {
+    // A client numbers writes across all groups and sends them concurrently: a group may see
+    // seq 10 before seq 3. Seq 3 never applied here, so it must apply.
+    let mut s = state();
+    let w10 = s.apply(1, &client_req(0, 7, 10, set("a", "ten", None, Condition::None)));
+    let w3 = s.apply(2, &client_req(0, 7, 3, set("b", "three", None, Condition::None)));
+    assert_eq!(w10, Response::Written { version: 1 });
+    assert_eq!(w3, Response::Written { version: 2 });
+    // Both are remembered: retries replay, they do not apply again.
+    assert_eq!(s.apply(3, &client_req(0, 7, 3, set("b", "again", None, Condition::None))), w3);
+    assert_eq!(s.apply(4, &client_req(0, 7, 10, set("a", "again", None, Condition::None))), w10);
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
 fn seq_below_the_window_is_too_old() {
     let mut s = state();
     let mut index = 0;
@@ -233,7 +248,8 @@ fn seq_below_the_window_is_too_old() {
         s.apply(index, &client_req(0, 1, seq, set("a", "v", None, Condition::None)));
     }
     let len = s.len();
-    // Seqs 10..15 were forgotten; 15 is the oldest remembered.
+    // Seqs 10..15 were forgotten; 15 is the oldest remembered. 9 never applied, but it is below
+    // the forgotten range's top, so it cannot be told from a forgotten retry.
     for (seq, expected) in [(14, None), (9, None), (15, Some(Response::Written { version: 6 }))] {
         index += 1;
         let r = s.apply(index, &client_req(0, 1, seq, set("b", "v", None, Condition::None)));
