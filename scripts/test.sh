@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the raftcache binary and runs every test: unit, property and storage-conformance tests
+# of each crate, then the integration tests in tests/ that start real raftcache processes on
+# loopback. Needs only cargo (protoc is vendored). Exits non-zero on the first failure.
+#
+# Environment: RAFTCACHE_TEST_THREADS (integration tests run at once, default 2: each starts a
+# 3-node cluster, and more than two clusters overload a 2-core machine), RAFTCACHE_KEEP_TEST_DIRS=1
+# (keep a failed test's node data and logs), extra arguments are passed to both `cargo test` runs
+# before `--` (e.g. scripts/test.sh --release).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+THREADS="${RAFTCACHE_TEST_THREADS:-2}"
+PROFILE_DIR=debug
+for arg in "$@"; do [[ "$arg" == "--release" ]] && PROFILE_DIR=release; done
+export RAFTCACHE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/raftcache"
+
+STARTED=$SECONDS
+FAILED=()
+section() { printf '\n==================== %s ====================\n' "$1"; }
+# Runs one section; a failure is recorded and the later sections still run.
+run() {
+    local name="$1"
+    shift
+    section "$name"
+    local t0=$SECONDS
+    if "$@"; then
+        printf -- '---- %s: ok (%ss)\n' "$name" "$((SECONDS - t0))"
+    else
+        printf -- '---- %s: FAILED (exit %s, %ss)\n' "$name" "$?" "$((SECONDS - t0))"
+        FAILED+=("$name")
+    fi
+}
+
+section "build: the raftcache binary"
+cargo build "$@" -p raftcache-server --bin raftcache
+
+run "unit, property and storage-conformance tests" \
+    cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests
+
+run "integration tests: real raftcache clusters on loopback ($THREADS at a time)" \
+    cargo test "$@" --no-fail-fast -p raftcache-tests -- --test-threads="$THREADS"
+
+if ((${#FAILED[@]} > 0)); then
+    printf '\n==================== FAILED (%ss): %s ====================\n' "$((SECONDS - STARTED))" "$(IFS=';'; echo "${FAILED[*]}")"
+    exit 1
+fi
+printf '\n==================== all tests passed (%ss) ====================\n' "$((SECONDS - STARTED))"
