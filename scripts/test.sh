@@ -33,14 +33,16 @@ run() {
     fi
 }
 
+# Every step builds with --workspace so cargo resolves features once; a `-p` build would resolve
+# them differently and rebuild much of the dependency tree (and replace the binary under test).
 section "build: the raftcache binary"
-cargo build "$@" -p raftcache-server --bin raftcache
+cargo build "$@" --workspace --bins
 
 run "unit, property and storage-conformance tests" \
     cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests
 
 run "integration tests: real raftcache clusters on loopback ($THREADS at a time)" \
-    cargo test "$@" --no-fail-fast -p raftcache-tests -- --test-threads="$THREADS"
+    cargo test "$@" --no-fail-fast --workspace --test 't[0-9]*' -- --test-threads="$THREADS"
 
 if ((${#FAILED[@]} > 0)); then
     printf '\n==================== FAILED (%ss): %s ====================\n' "$((SECONDS - STARTED))" "$(IFS=';'; echo "${FAILED[*]}")"

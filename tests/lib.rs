@@ -21,7 +21,7 @@ pub use raftcache_client::{Client, ClientOptions, Condition, Consistency, Error,
 pub use raftcache_testkit::{Cluster, ClusterOptions, CtlOutput, Durability, GroupStatus, StatusResponse};
 
 /// Deadline of one raw request.
-pub const RAW_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a cluster, panicking with the kit's explanation (log tails included) if it fails.
 pub async fn start(opts: ClusterOptions) -> Cluster {
@@ -41,7 +41,7 @@ pub async fn start_default() -> Cluster {
 pub fn raw(addr: &str) -> CacheServiceClient<Channel> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("valid address")
-        .connect_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(10))
         .connect_lazy();
     CacheServiceClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)
 }

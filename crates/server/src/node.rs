@@ -138,6 +138,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(4096)
+        // openraft cancels appends that outlive its 50 ms timeout; each cancel resets a stream on
+        // the one connection a peer pair shares. h2's default limit (20) then closes it for all
+        // groups at once.
+        .http2_max_pending_accept_reset_streams(Some(100_000))
         .initial_connection_window_size(Some(8 * 1024 * 1024))
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .add_service(
