@@ -19,7 +19,8 @@ pub struct FailoverArgs {
 }
 
 pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions { nodes: a.nodes, replicas: a.nodes.min(3), ..Default::default() }).await?;
+    let cluster =
+        Cluster::start(ClusterOptions { nodes: a.nodes, replicas: a.nodes.min(3), ..Default::default() }).await?;
     let client =
         cluster.client_with(ClientOptions { timeout: Duration::from_secs(10), ..ClientOptions::default() }).await?;
     let group = 1;

@@ -124,8 +124,15 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<Record> {
     let tasks: Vec<_> = (0..a.clients)
         .map(|i| {
             let ad = adapters[i % adapters.len()].clone();
-            let (gen, measuring, stop, done, errors, hist, value) =
-                (gen.clone(), measuring.clone(), stop.clone(), done.clone(), errors.clone(), hist.clone(), value.clone());
+            let (gen, measuring, stop, done, errors, hist, value) = (
+                gen.clone(),
+                measuring.clone(),
+                stop.clone(),
+                done.clone(),
+                errors.clone(),
+                hist.clone(),
+                value.clone(),
+            );
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
                 let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -162,7 +169,11 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<Record> {
     let record = Record {
         system: format!("{:?}", a.system).to_lowercase(),
         workload: format!("{:?}", a.workload).to_lowercase(),
-        consistency: if a.workload == Mix::Write { "n/a".into() } else { format!("{:?}", a.consistency).to_lowercase() },
+        consistency: if a.workload == Mix::Write {
+            "n/a".into()
+        } else {
+            format!("{:?}", a.consistency).to_lowercase()
+        },
         keys: format!("{:?}", a.keys).to_lowercase(),
         clients: a.clients,
         value_bytes: a.value_bytes,
