@@ -7,6 +7,8 @@ use clap::Args;
 use raftcache_client::{ClientOptions, Error};
 use raftcache_testkit::{Cluster, ClusterOptions};
 
+use crate::adapter::NS;
+
 /// `raftcache-bench failover`.
 #[derive(Clone, Debug, Args)]
 pub struct FailoverArgs {
@@ -26,16 +28,16 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
     let group = 1;
     let key = (0..)
         .map(|i| format!("failover-{i}"))
-        .find(|k| client.group_of("bench", k.as_bytes()).ok() == Some(group))
+        .find(|k| client.group_of(NS, k.as_bytes()).ok() == Some(group))
         .expect("some key maps to group 1");
     let mut times = Vec::new();
     for run in 1..=a.runs {
-        client.set("bench", key.as_bytes(), "before").await?;
+        client.set(NS, key.as_bytes(), "before").await?;
         let leader = cluster.leader_of(group).await?;
         let t0 = Instant::now();
         cluster.kill(leader);
         loop {
-            match client.set("bench", key.as_bytes(), format!("run-{run}")).await {
+            match client.set(NS, key.as_bytes(), format!("run-{run}")).await {
                 Ok(_) => break,
                 Err(Error::Unavailable(_) | Error::DeadlineExceeded(_)) => continue,
                 Err(e) => return Err(e.into()),

@@ -1,25 +1,102 @@
-//! Closed-loop load: each client task issues one operation at a time, as fast as answers come.
+//! Closed-loop load: each simulated client issues one operation at a time, as fast as answers
+//! come, for a warm-up and then a measured window. An operation counts when it completes inside
+//! the window. Latencies (µs) go into one HDR histogram per client, merged at the end, and become
+//! a [`Record`] in one place ([`Record::new`]).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use bytes::Bytes;
-use clap::{Args, ValueEnum};
-use hdrhistogram::Histogram;
+use clap::Args;
 use rand::SeedableRng;
 
-use crate::adapter::{Adapter, Level};
-use crate::report::Record;
+use crate::adapter::{Adapter, Level, System};
+use crate::record::{latency_histogram, Labels, Record};
 use crate::workload::{key_name, Generator, KeyDist, Mix, Op};
 
-/// The system under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum System {
-    /// raftcache through its SDK.
-    Raftcache,
+/// Largest value the bench sends (raftcache's default limit).
+pub const MAX_VALUE_BYTES: usize = 8 << 20;
+
+/// One measurement: what to run, against which system.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    /// System under test.
+    pub system: System,
+    /// Operation mix.
+    pub workload: Mix,
+    /// Key distribution.
+    pub keys: KeyDist,
+    /// Distinct keys.
+    pub key_space: u64,
+    /// Value size in bytes.
+    pub value_bytes: usize,
+    /// Simulated clients, each with one operation in flight.
+    pub clients: usize,
+    /// Read level (see [`System::read_level`]); `None` for Redis.
+    pub level: Option<Level>,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    pub warmup: Duration,
+}
+
+impl Spec {
+    /// Refuses a spec that cannot run, saying why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.clients == 0 {
+            bail!("--clients must be at least 1");
+        }
+        if self.key_space == 0 {
+            bail!("--key-space must be at least 1");
+        }
+        if self.value_bytes == 0 || self.value_bytes > MAX_VALUE_BYTES {
+            bail!("--value-bytes must be 1..={MAX_VALUE_BYTES}, got {}", self.value_bytes);
+        }
+        if self.duration.is_zero() {
+            bail!("--duration must be more than 0");
+        }
+        let checked = self.system.read_level(self.level)?;
+        if checked != self.level {
+            bail!("internal: level {:?} was not resolved for {}", self.level, self.system.name());
+        }
+        Ok(())
+    }
+
+    /// The labels its record carries. Writes have no read level: `n/a`.
+    pub fn labels(&self) -> Labels {
+        Labels {
+            system: self.system.name(),
+            workload: self.workload.name(),
+            consistency: match self.level {
+                Some(l) if self.workload.reads() => l.name(),
+                _ => "n/a",
+            },
+            keys: self.keys.name(),
+            clients: self.clients,
+            value_bytes: self.value_bytes,
+        }
+    }
+
+    /// A short name for progress lines.
+    pub fn title(&self) -> String {
+        let l = self.labels();
+        format!("{} {} {} {} c={}", l.system, l.workload, l.consistency, l.keys, l.clients)
+    }
+}
+
+/// What a measurement gave besides its record.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The record.
+    pub record: Record,
+    /// Reads in the window that found no value (after a preload: a lost or misrouted key).
+    pub misses: u64,
+    /// The first error an operation returned, if any.
+    pub first_error: Option<String>,
 }
 
 /// `raftcache-bench load`.
@@ -28,8 +105,8 @@ pub struct LoadArgs {
     /// System under test.
     #[arg(long, value_enum, default_value_t = System::Raftcache)]
     pub system: System,
-    /// Comma-separated endpoints.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+    /// Comma-separated endpoints (default: the system's usual local ports).
+    #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Operation mix.
     #[arg(long, value_enum, default_value_t = Mix::Write)]
@@ -46,48 +123,86 @@ pub struct LoadArgs {
     /// Concurrent clients (each with one operation in flight).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Independent client connections the clients share (0 = one per 16 clients).
-    #[arg(long, default_value_t = 0)]
-    pub connections: usize,
-    /// Read consistency (raftcache).
-    #[arg(long, value_enum, default_value_t = Level::Linearizable)]
-    pub consistency: Level,
+    /// Read consistency (default linearizable; etcd: linearizable or eventual = serializable;
+    /// Redis has none).
+    #[arg(long, value_enum)]
+    pub consistency: Option<Level>,
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Unmeasured time before it.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Do not write the key space before a read workload (it was loaded already).
+    #[arg(long)]
+    pub no_preload: bool,
     /// Append the record as one JSON line to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
-/// `raftcache-bench smoke`.
-#[derive(Clone, Debug, Args)]
-pub struct SmokeArgs {
-    /// Measured time per workload.
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+/// `raftcache-bench load`: one measurement against a running system.
+pub async fn run(a: LoadArgs) -> anyhow::Result<()> {
+    let spec = Spec {
+        system: a.system,
+        workload: a.workload,
+        keys: a.keys,
+        key_space: a.key_space,
+        value_bytes: a.value_bytes,
+        clients: a.clients,
+        level: a.system.read_level(a.consistency)?,
+        duration: a.duration,
+        warmup: a.warmup,
+    };
+    spec.validate()?;
+    let endpoints = if a.endpoints.is_empty() { a.system.default_endpoints() } else { a.endpoints };
+    let adapters = connect(&spec, &endpoints).await?;
+    if spec.workload.reads() && !a.no_preload {
+        preload(&adapters, spec.key_space, spec.value_bytes, spec.clients).await?;
+    }
+    let out = measure(&spec, &adapters).await?;
+    report_outcome(&out);
+    if let Some(path) = &a.json {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&out.record)?)?;
+    }
+    Ok(())
 }
 
-async fn connect(a: &LoadArgs) -> anyhow::Result<Vec<Adapter>> {
-    let n = if a.connections == 0 { a.clients.div_ceil(16).max(1) } else { a.connections };
+/// Prints the record line, and what went wrong if anything did.
+pub fn report_outcome(out: &Outcome) {
+    println!("{}", out.record.line());
+    if let Some(e) = &out.first_error {
+        eprintln!("  {} operations failed; the first: {e}", out.record.errors);
+    }
+    if out.misses > 0 {
+        eprintln!("  warning: {} reads found no value although the key space was loaded", out.misses);
+    }
+}
+
+/// Opens the connections `spec`'s clients share (see [`System::connections_for`]).
+pub async fn connect(spec: &Spec, endpoints: &[String]) -> anyhow::Result<Vec<Adapter>> {
+    let n = spec.system.connections_for(spec.clients);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(match a.system {
-            System::Raftcache => Adapter::raftcache(&a.endpoints, a.consistency).await?,
-        });
+        out.push(Adapter::connect(spec.system, endpoints, spec.level).await?);
     }
     Ok(out)
 }
 
-/// Writes every key once so reads find values.
-async fn preload(adapters: &[Adapter], keys: u64, value: &Bytes, clients: usize) -> anyhow::Result<()> {
+/// Writes every key of `0..keys` once, with `clients` writers, so reads find values.
+pub async fn preload(adapters: &[Adapter], keys: u64, value_bytes: usize, clients: usize) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    eprint!("preloading {keys} keys of {value_bytes} bytes… ");
+    let value = Bytes::from(vec![b'v'; value_bytes]);
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|i| {
-            let a = adapters[i % adapters.len()].clone();
+            let mut a = adapters[i % adapters.len()].clone();
             let (next, value) = (next.clone(), value.clone());
             tokio::spawn(async move {
                 loop {
@@ -95,7 +210,7 @@ async fn preload(adapters: &[Adapter], keys: u64, value: &Bytes, clients: usize)
                     if k >= keys {
                         return anyhow::Ok(());
                     }
-                    a.set(&key_name(k), value.clone()).await?;
+                    a.set(&key_name(k), &value).await.with_context(|| format!("preloading {}", key_name(k)))?;
                 }
             })
         })
@@ -103,137 +218,111 @@ async fn preload(adapters: &[Adapter], keys: u64, value: &Bytes, clients: usize)
     for t in tasks {
         t.await??;
     }
+    eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Runs one workload and returns its record.
-pub async fn run(a: LoadArgs) -> anyhow::Result<Record> {
-    let adapters = connect(&a).await?;
-    let value = Bytes::from(vec![b'v'; a.value_bytes]);
-    if a.workload != Mix::Write {
-        eprint!("preloading {} keys… ", a.key_space);
-        preload(&adapters, a.key_space, &value, a.clients).await?;
-        eprintln!("done");
-    }
-    let gen = Arc::new(Generator::new(a.workload, a.keys, a.key_space));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
-    let tasks: Vec<_> = (0..a.clients)
+/// Counters the client tasks share.
+#[derive(Default)]
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    /// Every completed operation, warm-up included (for the progress line).
+    completed: AtomicU64,
+    /// Successful operations in the measured window.
+    ok: AtomicU64,
+    errors: AtomicU64,
+    misses: AtomicU64,
+    first_error: OnceLock<String>,
+}
+
+/// Runs `spec` on connections from [`connect`] and returns its record.
+pub async fn measure(spec: &Spec, adapters: &[Adapter]) -> anyhow::Result<Outcome> {
+    spec.validate()?;
+    anyhow::ensure!(!adapters.is_empty(), "no connections to measure with");
+    let gen = Arc::new(Generator::new(spec.workload, spec.keys, spec.key_space)?);
+    let value = Bytes::from(vec![b'v'; spec.value_bytes]);
+    let shared = Arc::new(Shared::default());
+    let merged = Arc::new(Mutex::new(latency_histogram()));
+    let tasks: Vec<_> = (0..spec.clients)
         .map(|i| {
-            let ad = adapters[i % adapters.len()].clone();
-            let (gen, measuring, stop, done, errors, hist, value) = (
-                gen.clone(),
-                measuring.clone(),
-                stop.clone(),
-                done.clone(),
-                errors.clone(),
-                hist.clone(),
-                value.clone(),
-            );
+            let mut ad = adapters[i % adapters.len()].clone();
+            let (gen, shared, merged, value) = (gen.clone(), shared.clone(), merged.clone(), value.clone());
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-                while !stop.load(Ordering::Relaxed) {
+                let mut local = latency_histogram();
+                while !shared.stop.load(Ordering::Relaxed) {
                     let op = gen.next(&mut rng);
                     let t = Instant::now();
-                    let ok = match op {
-                        Op::Read(k) => ad.get(&key_name(k)).await.is_ok(),
-                        Op::Write(k) => ad.set(&key_name(k), value.clone()).await.is_ok(),
+                    let res = match op {
+                        Op::Read(k) => ad.get(&key_name(k)).await,
+                        Op::Write(k) => ad.set(&key_name(k), &value).await.map(|()| true),
                     };
-                    if measuring.load(Ordering::Relaxed) {
-                        if ok {
-                            let _ = local.record(t.elapsed().as_micros().max(1) as u64);
-                            done.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                    shared.completed.fetch_add(1, Ordering::Relaxed);
+                    if !shared.measuring.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match res {
+                        Ok(found) => {
+                            local.saturating_record(t.elapsed().as_micros() as u64);
+                            shared.ok.fetch_add(1, Ordering::Relaxed);
+                            if !found {
+                                shared.misses.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                            let _ = shared.first_error.set(format!("{e:#}"));
                         }
                     }
                 }
-                hist.lock().expect("histogram lock").add(&local).expect("same bounds");
+                // The lock is only taken once per task, after its loop.
+                merged.lock().expect("histogram lock").add(&local).expect("same bounds");
             })
         })
         .collect();
-    progress("warm-up", a.warmup, &done).await;
-    measuring.store(true, Ordering::Relaxed);
+    let title = spec.title();
+    progress(&title, "warm-up", spec.warmup, &shared).await;
+    shared.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    progress("measure", a.duration, &done).await;
-    measuring.store(false, Ordering::Relaxed);
+    progress(&title, "measure", spec.duration, &shared).await;
+    shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
     for t in tasks {
-        t.await?;
+        t.await.context("a client task panicked")?;
     }
-    let record = Record {
-        system: format!("{:?}", a.system).to_lowercase(),
-        workload: format!("{:?}", a.workload).to_lowercase(),
-        consistency: if a.workload == Mix::Write {
-            "n/a".into()
-        } else {
-            format!("{:?}", a.consistency).to_lowercase()
-        },
-        keys: format!("{:?}", a.keys).to_lowercase(),
-        clients: a.clients,
-        value_bytes: a.value_bytes,
-        ops_per_sec: done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50_us: 0,
-        p99_us: 0,
-        p999_us: 0,
-        errors: errors.load(Ordering::Relaxed),
-    }
-    .with_latency(&hist.lock().expect("histogram lock"));
     eprintln!();
-    println!("{}", record.line());
-    if let Some(path) = &a.json {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        writeln!(f, "{}", serde_json::to_string(&record)?)?;
-    }
-    Ok(record)
+    let h = merged.lock().expect("histogram lock");
+    let record = Record::new(
+        &spec.labels(),
+        shared.ok.load(Ordering::Relaxed),
+        shared.errors.load(Ordering::Relaxed),
+        elapsed,
+        &h,
+    );
+    Ok(Outcome {
+        record,
+        misses: if spec.workload == Mix::Write { 0 } else { shared.misses.load(Ordering::Relaxed) },
+        first_error: shared.first_error.get().cloned(),
+    })
 }
 
-/// Prints a live progress line for `phase` every second of `d`.
-async fn progress(phase: &str, d: Duration, done: &AtomicU64) {
+/// Redraws one progress line on stderr every second of `d`.
+async fn progress(title: &str, phase: &str, d: Duration, shared: &Shared) {
     let start = Instant::now();
-    let mut last = done.load(Ordering::Relaxed);
+    let mut last = (shared.completed.load(Ordering::Relaxed), Instant::now());
     while start.elapsed() < d {
-        let step = Duration::from_secs(1).min(d.saturating_sub(start.elapsed()));
-        tokio::time::sleep(step).await;
-        let now = done.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1).min(d.saturating_sub(start.elapsed()))).await;
+        let now = (shared.completed.load(Ordering::Relaxed), Instant::now());
+        let rate = (now.0 - last.0) as f64 / (now.1 - last.1).as_secs_f64().max(1e-3);
         eprint!(
-            "\r{phase} {:>5.1}s/{:.0}s  {:>9.0} ops/s   ",
+            "\r\x1b[K{title}  {phase} {:>4.1}s/{:.1}s {rate:>9.0} ops/s  errors {}",
             start.elapsed().as_secs_f64(),
             d.as_secs_f64(),
-            (now - last) as f64 / step.as_secs_f64().max(1e-3)
+            shared.errors.load(Ordering::Relaxed)
         );
         let _ = std::io::stderr().flush();
         last = now;
     }
-}
-
-/// Starts a single-node cluster and runs a short write and read load against it.
-pub async fn smoke(s: SmokeArgs) -> anyhow::Result<()> {
-    let opts = raftcache_testkit::ClusterOptions { nodes: 1, replicas: 1, groups: 4, ..Default::default() };
-    let cluster = raftcache_testkit::Cluster::start(opts).await?;
-    for workload in [Mix::Write, Mix::Read] {
-        let args = LoadArgs {
-            system: System::Raftcache,
-            endpoints: cluster.endpoints(),
-            workload,
-            keys: KeyDist::Zipf,
-            key_space: 1_000,
-            value_bytes: 256,
-            clients: 8,
-            connections: 1,
-            consistency: Level::Linearizable,
-            duration: s.duration,
-            warmup: Duration::from_millis(500),
-            json: None,
-        };
-        let r = run(args).await?;
-        anyhow::ensure!(r.ops_per_sec > 0.0, "{workload:?} completed no operations");
-        anyhow::ensure!(r.errors == 0, "{workload:?} had {} errors", r.errors);
-    }
-    Ok(())
 }

@@ -1,16 +1,27 @@
-//! `raftcache-bench`: one load generator for raftcache and its peers.
+//! `raftcache-bench`: one load generator for raftcache and its peers (etcd, Redis).
 //!
-//! - `load` drives a running system with a workload and prints ops/s and latency percentiles
-//!   (HDR histograms), with a live progress line; `--json FILE` appends a record.
+//! - `load` drives a running system with one workload and prints ops/s and latency percentiles
+//!   (HDR histograms), with a live progress line; `--json FILE` appends the record.
+//! - `suite` runs the same workloads against each running system and writes `summary.json`
+//!   (one record per measurement), `summary.md` (ratio tables) and `summary.svg`;
+//!   scripts/bench.sh starts the systems and calls it.
+//! - `report DIR` makes summary.md and summary.svg again from DIR/summary.json.
 //! - `failover` starts its own 3-node cluster and measures, N times, how long writes to a group
 //!   stop after its leader is killed with SIGKILL.
 //! - `smoke` starts a 1-node cluster and runs a short load against it (CI keeps this working).
+//!
+//! The etcd adapter is behind the `etcd` cargo feature (etcd-client's build needs `protoc`).
 
 mod adapter;
 mod failover;
 mod load;
+mod record;
 mod report;
+mod smoke;
+mod suite;
 mod workload;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -23,19 +34,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workload against a running system.
+    /// Run one workload against a running system.
     Load(load::LoadArgs),
+    /// Run the same workloads against each running system and write the report.
+    Suite(suite::SuiteArgs),
+    /// Make summary.md and summary.svg again from DIR/summary.json.
+    Report {
+        /// A results dir holding summary.json.
+        dir: PathBuf,
+    },
     /// Measure failover time after SIGKILL of a group leader.
     Failover(failover::FailoverArgs),
-    /// Start a 1-node cluster and run a short load against it.
-    Smoke(load::SmokeArgs),
+    /// Start a 1-node cluster and run a short load of every kind against it.
+    Smoke(smoke::SmokeArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Load(a) => load::run(a).await.map(|_| ()),
+        Command::Load(a) => load::run(a).await,
+        Command::Suite(a) => suite::run(a).await,
+        Command::Report { dir } => report::run(&dir),
         Command::Failover(a) => failover::run(a).await,
-        Command::Smoke(a) => load::smoke(a).await,
+        Command::Smoke(a) => smoke::run(a).await,
     }
 }

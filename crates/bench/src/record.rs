@@ -1,0 +1,193 @@
+//! Results: one record per measurement, in the shape `bench/results/*/summary.json` uses
+//! (`{"runs": [Record, …]}`), and the one place a histogram becomes percentiles.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latencies are recorded in µs between these bounds, 3 significant digits.
+pub const LATENCY_MIN_US: u64 = 1;
+/// 60 s: anything slower is clamped (the clients time out well before).
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+
+/// An empty latency histogram with the bounds every measurement uses.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LATENCY_MIN_US, LATENCY_MAX_US, 3).expect("constant histogram bounds are valid")
+}
+
+/// One measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// raftcache, etcd or redis.
+    pub system: String,
+    /// write, read or mixed.
+    pub workload: String,
+    /// linearizable, follower, session, eventual or n/a (writes, and Redis).
+    pub consistency: String,
+    /// uniform or zipf.
+    pub keys: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Value size.
+    pub value_bytes: usize,
+    /// Completed operations per second over the measured window.
+    pub ops_per_sec: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Failed operations in the window.
+    pub errors: u64,
+}
+
+/// What was measured, before the numbers are in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    /// See [`Record::system`].
+    pub system: &'static str,
+    /// See [`Record::workload`].
+    pub workload: &'static str,
+    /// See [`Record::consistency`].
+    pub consistency: &'static str,
+    /// See [`Record::keys`].
+    pub keys: &'static str,
+    /// See [`Record::clients`].
+    pub clients: usize,
+    /// See [`Record::value_bytes`].
+    pub value_bytes: usize,
+}
+
+impl Record {
+    /// The record of `ok` successful operations with latencies `h` (µs) and `errors` failures
+    /// over `elapsed`.
+    pub fn new(labels: &Labels, ok: u64, errors: u64, elapsed: Duration, h: &Histogram<u64>) -> Self {
+        Self {
+            system: labels.system.into(),
+            workload: labels.workload.into(),
+            consistency: labels.consistency.into(),
+            keys: labels.keys.into(),
+            clients: labels.clients,
+            value_bytes: labels.value_bytes,
+            ops_per_sec: if elapsed.is_zero() { 0.0 } else { ok as f64 / elapsed.as_secs_f64() },
+            p50_us: h.value_at_quantile(0.50),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            errors,
+        }
+    }
+
+    /// A one-line human summary.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<9} {:<6} {:<12} {:<7} c={:<4} {:>9.0} ops/s  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  errors {}",
+            self.system,
+            self.workload,
+            self.consistency,
+            self.keys,
+            self.clients,
+            self.ops_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.errors
+        )
+    }
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// One record per measurement, in the order they ran.
+    pub runs: Vec<Record>,
+}
+
+impl Summary {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a summary ({{\"runs\": [...]}})", path.display()))
+    }
+
+    /// Writes `path` whole (through a temp file, so a reader never sees half of it).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Labels {
+        Labels {
+            system: "raftcache",
+            workload: "read",
+            consistency: "eventual",
+            keys: "zipf",
+            clients: 16,
+            value_bytes: 256,
+        }
+    }
+
+    #[test]
+    fn percentiles_and_rate_come_from_the_histogram() {
+        let mut h = latency_histogram();
+        for us in 1..=1000u64 {
+            h.record(us).unwrap();
+        }
+        let r = Record::new(&labels(), 1000, 3, Duration::from_secs(4), &h);
+        assert_eq!(r.ops_per_sec, 250.0);
+        assert!((499..=501).contains(&r.p50_us), "{}", r.p50_us);
+        assert!((989..=991).contains(&r.p99_us), "{}", r.p99_us);
+        assert!((998..=1000).contains(&r.p999_us), "{}", r.p999_us);
+        assert_eq!(r.errors, 3);
+    }
+
+    #[test]
+    fn json_has_exactly_the_summary_fields() {
+        let r = Record::new(&labels(), 0, 0, Duration::ZERO, &latency_histogram());
+        let v = serde_json::to_value(&r).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|s| s.as_str()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "clients",
+                "consistency",
+                "errors",
+                "keys",
+                "ops_per_sec",
+                "p50_us",
+                "p999_us",
+                "p99_us",
+                "system",
+                "value_bytes",
+                "workload"
+            ]
+        );
+        assert_eq!(v["system"], "raftcache");
+        assert_eq!(v["clients"], 16);
+    }
+
+    #[test]
+    fn summary_round_trips_and_bad_files_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        let s = Summary { runs: vec![Record::new(&labels(), 10, 0, Duration::from_secs(1), &latency_histogram())] };
+        s.save(&path).unwrap();
+        assert_eq!(Summary::load(&path).unwrap(), s);
+        std::fs::write(&path, "[1,2]").unwrap();
+        let e = format!("{:#}", Summary::load(&path).unwrap_err());
+        assert!(e.contains("is not a summary"), "{e}");
+    }
+}
