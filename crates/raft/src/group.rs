@@ -11,8 +11,9 @@ use raftcache_core::{Request, Response, StateConfig};
 use crate::config::{raft_config, Durability, RaftTuning};
 use crate::error::{Error, Result};
 use crate::flusher::Flusher;
+use crate::freshness::{Freshness, QuorumClock};
 use crate::log_store::SledLogStore;
-use crate::network::{GroupNetworkFactory, PeerChannels};
+use crate::network::{GroupNetworkFactory, PeerChannels, VoterSet};
 use crate::read_index::{ReadIndexBatcher, ReadIndexError};
 use crate::state_machine::{SmData, StateMachineStore};
 use crate::types::{NodeInfo, Raft};
@@ -43,7 +44,11 @@ pub struct Group {
     sm: StateMachineStore,
     log: SledLogStore,
     reads: Arc<ReadIndexBatcher>,
-    last_leader_contact: Mutex<Option<Instant>>,
+    /// Follower side of EVENTUAL staleness.
+    freshness: Mutex<Freshness>,
+    /// Leader side: followers' acknowledgements of this replica's appends.
+    clock: Arc<QuorumClock>,
+    voters: Arc<VoterSet>,
 }
 
 impl Group {
@@ -58,11 +63,13 @@ impl Group {
         state_config: StateConfig,
         durability: Durability,
     ) -> Result<Arc<Self>> {
-        let log = SledLogStore::open(db, flusher.clone(), id, durability)?;
+        let log = SledLogStore::open(db, flusher.clone(), id, durability)?.owned_by(node_id);
         let sm = StateMachineStore::open(db, flusher, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
         let data = sm.data();
         let config = raft_config(id, tuning)?;
-        let raft = Raft::new(node_id, config, GroupNetworkFactory::new(id, peers), log.clone(), sm.clone())
+        let (clock, voters) = (Arc::<QuorumClock>::default(), Arc::<VoterSet>::default());
+        let network = GroupNetworkFactory::new(id, node_id, peers, clock.clone(), voters.clone());
+        let raft = Raft::new(node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| Error::Storage(e.to_string()))?;
         let group = Arc::new(Self {
@@ -73,9 +80,11 @@ impl Group {
             sm,
             log,
             reads: Arc::default(),
-            last_leader_contact: Mutex::new(None),
+            freshness: Mutex::default(),
+            clock,
+            voters,
         });
-        tokio::spawn(log_role_changes(group.clone()));
+        tokio::spawn(watch_metrics(group.clone()));
         Ok(group)
     }
 
@@ -104,19 +113,34 @@ impl Group {
         self.sm.snapshot_index()
     }
 
-    /// Records that the current leader just reached this replica.
-    pub fn touch_leader(&self) {
-        *self.last_leader_contact.lock().expect("leader contact lock poisoned") = Some(Instant::now());
+    /// Records an accepted AppendEntries: the leader's commit index `commit` was part of a state
+    /// that a quorum confirmed at `confirmed_at` (see `freshness.rs`).
+    pub fn heard_from_leader(&self, confirmed_at: Instant, commit: u64) {
+        self.freshness.lock().expect("freshness lock poisoned").heard(confirmed_at, commit);
     }
 
-    /// How long since this replica last heard from a leader: 0 on a leader whose quorum answered
-    /// recently (its last quorum acknowledgement otherwise); `None` if never.
-    pub fn millis_since_leader(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return m.millis_since_quorum_ack;
+    /// How stale this replica's applied state may be: every write acknowledged (by any leader)
+    /// longer ago than this is applied here. `None` if that cannot be vouched for (never heard
+    /// from a quorum-confirmed leader; a leader that has not applied an entry of its own term).
+    pub fn staleness(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let applied = self.data().applied_index();
+        let (is_leader, term, applied_term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term, m.last_applied.map(|l| l.leader_id.term))
+        };
+        if is_leader {
+            // A leader's acknowledged writes are applied before they are acknowledged; earlier
+            // leaders' writes are applied once an entry of this term is.
+            if applied_term != Some(term) {
+                return None;
+            }
+            let voters = self.voters.read().expect("voter set lock poisoned");
+            return self.clock.age(term, self.node_id, &voters, now);
         }
-        self.last_leader_contact.lock().expect("leader contact lock poisoned").map(|t| t.elapsed().as_millis() as u64)
+        let fresh = self.freshness.lock().expect("freshness lock poisoned").fresh_as_of(applied)?;
+        Some(now.saturating_duration_since(fresh))
     }
 
     /// The leader this replica knows of, with its address.
@@ -157,13 +181,19 @@ impl Group {
     }
 }
 
-/// One log line per role change of this replica: elected, lost leadership.
-async fn log_role_changes(group: Arc<Group>) {
+/// Follows the group's metrics: keeps the voter set current and logs one line per role change
+/// of this replica (elected, lost leadership).
+async fn watch_metrics(group: Arc<Group>) {
     let mut rx = group.raft.metrics();
     let mut last = (ServerState::Learner, None::<u64>, 0u64);
     loop {
         let (state, leader, term) = {
             let m = rx.borrow_and_update();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            let mut known = group.voters.write().expect("voter set lock poisoned");
+            if *known != voters {
+                *known = voters;
+            }
             (m.state, m.current_leader, m.current_term)
         };
         if state != last.0 || leader != last.1 {

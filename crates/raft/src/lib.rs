@@ -30,6 +30,10 @@
 //! Linearizable reads go through [`ReadIndexBatcher`]: one heartbeat round confirms leadership
 //! for every read queued before the round started, so concurrent reads share rounds.
 //!
+//! EVENTUAL reads are bounded by [`Group::staleness`]: not the time since a leader was last
+//! heard, but the age of the newest state this replica has applied that a quorum-confirmed
+//! leader had committed (see `freshness.rs`).
+//!
 //! ## CAVEATS
 //!
 //! Group membership is fixed at bootstrap; moving replicas is not implemented yet.
@@ -40,6 +44,7 @@ mod codec;
 mod config;
 mod error;
 mod flusher;
+mod freshness;
 mod group;
 mod log_store;
 mod network;

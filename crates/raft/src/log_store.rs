@@ -28,6 +28,8 @@ pub struct SledLogStore {
     log: sled::Tree,
     meta: sled::Tree,
     durability: Durability,
+    /// This node's id when the store belongs to a running group (see `read_vote`).
+    owner: Option<u64>,
 }
 
 fn read_err(e: impl ToString) -> StorageError<u64> {
@@ -50,7 +52,15 @@ impl SledLogStore {
             log: db.open_tree(format!("g{group}/log"))?,
             meta: db.open_tree(format!("g{group}/meta"))?,
             durability,
+            owner: None,
         })
+    }
+
+    /// Marks the store as `node`'s own, so that a leadership this node held before a restart is
+    /// not restored (see `read_vote`).
+    pub fn owned_by(mut self, node: u64) -> Self {
+        self.owner = Some(node);
+        self
     }
 
     /// Whether this group has ever stored a vote or a log entry (it was initialized before).
@@ -121,8 +131,24 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         Ok(())
     }
 
+    /// The stored vote, except that this node's own committed (leader) vote comes back
+    /// uncommitted.
+    ///
+    /// openraft reads the vote only at start-up and, given a committed vote for itself, resumes
+    /// as leader in the old term without proposing a new blank entry. Its read index is then
+    /// `max(first entry of the term, committed)`, and `committed` restarts wherever the last
+    /// (unflushed) `save_committed` left it: a linearizable read could miss writes acknowledged
+    /// before the restart. Returned uncommitted, the vote still stops this node from voting for
+    /// another candidate in that term, and the node wins leadership only through a new election,
+    /// whose blank entry makes every earlier write part of the read index.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.get_meta(VOTE)
+        let vote: Option<Vote<u64>> = self.get_meta(VOTE)?;
+        Ok(vote.map(|v| match self.owner {
+            Some(me) if v.is_committed() && v.leader_id().voted_for() == Some(me) => {
+                Vote::new(v.leader_id().get_term(), me)
+            }
+            _ => v,
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {

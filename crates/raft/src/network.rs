@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
+use crate::freshness::QuorumClock;
 use crate::types::{NodeInfo, TypeConfig};
 
 /// Largest Raft message either side accepts (snapshot chunks are smaller).
@@ -102,13 +103,21 @@ impl PeerChannels {
 #[derive(Clone)]
 pub struct GroupNetworkFactory {
     group: u64,
+    node_id: u64,
     peers: PeerChannels,
+    clock: Arc<QuorumClock>,
+    voters: Arc<VoterSet>,
 }
 
+/// The voters of a group as this node last saw them (membership is fixed at bootstrap, but the
+/// set is read from the group's metrics once the Raft instance exists).
+pub type VoterSet = std::sync::RwLock<Vec<u64>>;
+
 impl GroupNetworkFactory {
-    /// The factory of `group`, over the node's shared channels.
-    pub fn new(group: u64, peers: PeerChannels) -> Self {
-        Self { group, peers }
+    /// The factory of `group` on `node_id`, over the node's shared channels; `clock` collects the
+    /// followers' acknowledgements of this group's appends, `voters` is the group's voter set.
+    pub fn new(group: u64, node_id: u64, peers: PeerChannels, clock: Arc<QuorumClock>, voters: Arc<VoterSet>) -> Self {
+        Self { group, node_id, peers, clock, voters }
     }
 }
 
@@ -123,6 +132,9 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
             peers: self.peers.clone(),
+            node_id: self.node_id,
+            clock: self.clock.clone(),
+            voters: self.voters.clone(),
         }
     }
 }
@@ -133,6 +145,9 @@ pub struct GroupNetwork {
     target: u64,
     client: RaftServiceClient<Channel>,
     peers: PeerChannels,
+    node_id: u64,
+    clock: Arc<QuorumClock>,
+    voters: Arc<VoterSet>,
 }
 
 enum Rpc {
@@ -147,12 +162,14 @@ impl GroupNetwork {
         rpc: Rpc,
         payload: Vec<u8>,
         ttl: Option<Duration>,
+        leader_quorum_age_us: Option<u64>,
     ) -> Result<Resp, RPCError<u64, NodeInfo, E>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut req = tonic::Request::new(RaftRequest { group: self.group, payload: payload.into() });
+        let mut req =
+            tonic::Request::new(RaftRequest { group: self.group, payload: payload.into(), leader_quorum_age_us });
         // openraft already bounds appends and votes with its own timeout (and treats expiry as a
         // plain timeout). Setting the same deadline here turned slow answers into `Unreachable`,
         // which makes openraft back off replication for 500 ms and followers start elections.
@@ -191,7 +208,17 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(Rpc::Append, encode(&rpc), None).await
+        let term = rpc.vote.leader_id().term;
+        let sent = Instant::now();
+        let age = {
+            let voters = self.voters.read().expect("voter set lock poisoned");
+            self.clock.age(term, self.node_id, &voters, sent)
+        };
+        let res = self.call(Rpc::Append, encode(&rpc), None, age.map(|a| a.as_micros() as u64)).await;
+        if matches!(res, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.clock.acked(term, self.target, sent);
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -199,7 +226,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>> {
-        self.call(Rpc::Snapshot, encode(&rpc), Some(option.hard_ttl())).await
+        self.call(Rpc::Snapshot, encode(&rpc), Some(option.hard_ttl()), None).await
     }
 
     async fn vote(
@@ -207,6 +234,6 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(Rpc::Vote, encode(&rpc), None).await
+        self.call(Rpc::Vote, encode(&rpc), None, None).await
     }
 }

@@ -1,5 +1,7 @@
 //! Server side of the Raft transport: decodes each RPC and hands it to the named group.
 
+use std::time::{Duration, Instant};
+
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use raftcache_proto::raft::raft_service_server::RaftService;
 use raftcache_proto::raft::{RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest};
@@ -35,12 +37,23 @@ fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, S
 #[tonic::async_trait]
 impl RaftService for RaftServiceImpl {
     async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let received = Instant::now();
         let req = req.into_inner();
         let group = self.group(req.group)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode_payload(&req.payload)?;
+        // Freshness counts only a commit index of the leader's own term: it then covers every
+        // write of earlier terms too (see freshness.rs).
+        let mark = match (req.leader_quorum_age_us, rpc.leader_commit) {
+            (Some(age), Some(c)) if c.leader_id.term == rpc.vote.leader_id().term => {
+                received.checked_sub(Duration::from_micros(age)).map(|at| (at, c.index))
+            }
+            _ => None,
+        };
         let res = group.raft.append_entries(rpc).await;
-        if matches!(res, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            group.touch_leader();
+        if let (Some((at, commit)), Ok(r)) = (mark, &res) {
+            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                group.heard_from_leader(at, commit);
+            }
         }
         Ok(Response::new(RaftReply { payload: encode(&res).into() }))
     }
@@ -58,9 +71,6 @@ impl RaftService for RaftServiceImpl {
         let group = self.group(req.group)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode_payload(&req.payload)?;
         let res = group.raft.install_snapshot(rpc).await;
-        if res.is_ok() {
-            group.touch_leader();
-        }
         Ok(Response::new(RaftReply { payload: encode(&res).into() }))
     }
 

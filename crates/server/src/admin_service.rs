@@ -61,7 +61,7 @@ impl AdminService for AdminServiceImpl {
                     purged_index: m.purged.map(|p| p.index).unwrap_or(0),
                     keys,
                     digest,
-                    millis_since_leader: g.millis_since_leader(),
+                    millis_since_leader: g.staleness().map(|d| d.as_millis() as u64),
                 }
             })
             .collect();

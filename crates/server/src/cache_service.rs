@@ -185,14 +185,16 @@ impl CacheService for CacheServiceImpl {
             }
             (Consistency::Eventual, Some(g)) => {
                 let bound = if read.max_staleness_ms == 0 { DEFAULT_MAX_STALENESS_MS } else { read.max_staleness_ms };
-                match g.millis_since_leader() {
+                match g.staleness().map(|d| d.as_millis() as u64) {
                     Some(ms) if ms <= bound => Ok(Response::new(self.read_here(&g, &key))),
-                    heard => Err(ServeError::Unavailable(format!(
+                    stale => Err(ServeError::Unavailable(format!(
                         "replica of group {group} on node {} {} — above max_staleness {bound} ms",
                         self.router.node_id,
-                        match heard {
-                            Some(ms) => format!("last heard from a leader {ms} ms ago"),
-                            None => "has not heard from a leader".to_owned(),
+                        match stale {
+                            Some(ms) => format!("has applied state that is {ms} ms stale"),
+                            None => "cannot vouch for its staleness (no quorum-confirmed leader heard from, or \
+                                     still applying what the leader committed)"
+                                .to_owned(),
                         }
                     ))
                     .into()),
