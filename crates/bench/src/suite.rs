@@ -18,7 +18,7 @@ use clap::Args;
 use crate::adapter::{Adapter, Level, System};
 use crate::load::{self, Spec};
 use crate::record::Summary;
-use crate::report;
+use crate::report::{self, SUMMARY_JSON};
 use crate::workload::{KeyDist, Mix};
 
 /// Client counts of a full run (the plot's x axis).
@@ -155,6 +155,10 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
     if a.systems.contains(&System::Etcd) && !crate::adapter::ETCD_BUILT_IN {
         bail!("etcd is in --systems but this raftcache-bench was built without the etcd adapter (--features etcd)");
     }
+    let summary_path = a.out.join(SUMMARY_JSON);
+    if !a.append && summary_path.exists() {
+        bail!("{} exists; pass --append to add to it, or choose another --out", summary_path.display());
+    }
     let clients: Vec<usize> = match (a.clients.is_empty(), a.quick) {
         (false, _) => a.clients.clone(),
         (true, false) => FULL_CLIENTS.to_vec(),
@@ -195,12 +199,8 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
         total as u64 * per.as_secs()
     );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let summary_path = a.out.join("summary.json");
     let mut summary =
         if a.append && summary_path.exists() { Summary::load(&summary_path)? } else { Summary::default() };
-    if !a.append && summary_path.exists() {
-        bail!("{} exists; pass --append to add to it, or choose another --out", summary_path.display());
-    }
     let mut n = 0;
     for (system, endpoints, writes, reads) in plans {
         eprintln!("== {} at {}", system.name(), endpoints.join(","));

@@ -96,7 +96,11 @@ fn panel(
         .x_desc("clients")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| if *y >= 1000.0 { format!("{:.0}k", y / 1000.0) } else { format!("{y:.1}") })
+        .y_label_formatter(&|y| match *y {
+            y if y >= 1000.0 => format!("{:.0}k", y / 1000.0),
+            y if y >= 10.0 => format!("{y:.0}"),
+            y => format!("{y:.1}"),
+        })
         .draw()
         .map_err(|e| err(&e))?;
     for ((_, _, name), points) in lines {
