@@ -38,11 +38,18 @@ run() {
 section "build: the raftcache binary"
 cargo build "$@" --workspace --bins
 
+# Unit, property and storage-conformance tests of every crate; the `t*` test files are the
+# cluster runs below.
 run "unit, property and storage-conformance tests" \
-    cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests
+    cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests --lib --bins --test '[!t]*'
 
 run "integration tests: real raftcache clusters on loopback ($THREADS at a time)" \
-    cargo test "$@" --no-fail-fast --workspace --test 't[0-9]*' -- --test-threads="$THREADS"
+    cargo test "$@" --no-fail-fast --workspace --exclude raftcache-jepsen --test 't[0-9]*' -- --test-threads="$THREADS"
+
+# The fault suite (jepsen/): checker tests against a brute-force oracle, a short randomized run per
+# nemesis against the correct build, and the planted bugs, each of which must be caught.
+run "fault suite: checkers, short nemesis runs, planted bugs" \
+    cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests --test 't[0-9]*'
 
 if ((${#FAILED[@]} > 0)); then
     printf '\n==================== FAILED (%ss): %s ====================\n' "$((SECONDS - STARTED))" "$(IFS=';'; echo "${FAILED[*]}")"

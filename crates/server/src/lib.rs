@@ -16,7 +16,7 @@
 //! | LINEARIZABLE | leader | shared ReadIndex round, wait for apply, read |
 //! | FOLLOWER_LINEARIZABLE | any replica | ask the leader's read index, wait for apply, read |
 //! | SESSION | any replica | wait (≤ 1 s) until applied ≥ min_index, else hand over to the leader |
-//! | EVENTUAL | any replica | refuse if no leader contact within max_staleness |
+//! | EVENTUAL | any replica | refuse if its applied state may be staler than max_staleness |
 //!
 //! Errors become gRPC statuses in exactly one place: [`error`].
 

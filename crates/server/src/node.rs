@@ -199,3 +199,25 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// Runs `raftcache serve` to completion in its own runtime, logging to stderr (`RUST_LOG`,
+/// default `info,openraft=warn`): the whole of a node binary's `main`.
+pub fn serve_main(args: ServeArgs) -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(serve(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
