@@ -51,6 +51,10 @@ run "integration tests: real raftcache clusters on loopback ($THREADS at a time)
 run "fault suite: checkers, short nemesis runs, planted bugs" \
     cargo test "$@" --no-fail-fast --workspace --exclude raftcache-tests --test 't[0-9]*'
 
+# The load generator against a 1-node cluster, so the bench cannot rot (no timing asserted).
+run "bench smoke: 10 s of load on a 1-node cluster" \
+    "${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/raftcache-bench" smoke --duration 10s
+
 if ((${#FAILED[@]} > 0)); then
     printf '\n==================== FAILED (%ss): %s ====================\n' "$((SECONDS - STARTED))" "$(IFS=';'; echo "${FAILED[*]}")"
     exit 1

@@ -156,8 +156,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .add_service(AdminServiceServer::new(AdminServiceImpl::new(router.clone())));
     let mut stop = shutdown_rx.clone();
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds itself; without it on
+    // the accepted sockets, small responses wait for delayed ACKs (~40 ms per request).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_task = tokio::spawn(server.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        incoming,
         async move {
             let _ = stop.changed().await;
         },
