@@ -6,6 +6,9 @@
 //! - A follower resumed after a pause (seeds 1001, 1002): it counted the first heartbeat as
 //!   freshness while still applying its backlog, so EVENTUAL reads with a staleness bound
 //!   returned values older than the bound allows.
+//! - A follower that missed several values near the 8 MiB limit (t60, flaky): openraft batches
+//!   appends by entry count only, so every catch-up AppendEntries exceeded the 64 MiB message
+//!   limit and failed; the follower never caught up and its elections stalled the group.
 
 use std::time::{Duration, Instant};
 
@@ -110,5 +113,32 @@ async fn t90_eventual_reads_of_a_resumed_follower_respect_the_staleness_bound() 
         }
         assert!(served > 0, "round {round}: the resumed follower never served an EVENTUAL read ({refused} refused)");
     }
+    assert_no_panics(&c);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t90_a_follower_behind_by_many_large_values_catches_up() {
+    const VALUE: usize = 8 * 1024 * 1024;
+    let c = start(small_cluster()).await;
+    let client =
+        c.client_with(ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() }).await.unwrap();
+    let group = client.group_of("t90", b"probe").unwrap();
+    let keys = keys_in_group(&client, "t90", group, "big", 10);
+    let leader = c.leader_of(group).await.unwrap();
+    let follower = c.ids().into_iter().find(|n| *n != leader).unwrap();
+
+    c.pause(follower).unwrap();
+    // 80 MiB of log the follower has not seen: more than one Raft message may carry.
+    for (i, k) in keys.iter().enumerate() {
+        client.set("t90", k.as_bytes(), vec![i as u8; VALUE]).await.unwrap_or_else(|e| panic!("set {k}: {e}"));
+    }
+    c.resume(follower).unwrap();
+    c.wait_converged(&[group], Duration::from_secs(60)).await.unwrap();
+    let r = raw_get(&c.addr(follower), "t90", &keys[9], read_opts(Pb::Eventual, 0, 60_000)).await.unwrap();
+    assert_eq!(
+        (r.value.len(), r.value[0], header(&r.header).2),
+        (VALUE, 9, follower),
+        "the caught-up follower serves the last value"
+    );
     assert_no_panics(&c);
 }

@@ -11,6 +11,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::{Entry, EntryPayload, LogId};
 use raftcache_proto::raft::raft_service_client::RaftServiceClient;
 use raftcache_proto::raft::{RaftReply, RaftRequest, ReadIndexRequest};
 use serde::de::DeserializeOwned;
@@ -22,6 +23,33 @@ use crate::types::{NodeInfo, TypeConfig};
 
 /// Largest Raft message either side accepts (snapshot chunks are smaller).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Payload bytes above which an AppendEntries is cut short (it still carries one entry, and
+/// one entry is at most a maximal value). openraft limits appends by entry count only, so a
+/// backlog of large values would otherwise make every append exceed [`MAX_RAFT_MESSAGE`] and
+/// fail forever, leaving the follower behind and electing in vain.
+pub const MAX_APPEND_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Keeps the longest prefix of `entries` (at least one) whose payload fits in `limit` bytes;
+/// the log id of the last kept entry if any were cut.
+fn cut_to_size(entries: &mut Vec<Entry<TypeConfig>>, limit: usize) -> Option<LogId<u64>> {
+    let mut total = 0;
+    let keep = entries
+        .iter()
+        .position(|e| {
+            total += match &e.payload {
+                EntryPayload::Normal(req) => req.cmd.approx_bytes(),
+                _ => 0,
+            };
+            total > limit
+        })
+        .map_or(entries.len(), |first_over| first_over.max(1));
+    if keep == entries.len() {
+        return None;
+    }
+    entries.truncate(keep);
+    entries.last().map(|e| e.log_id)
+}
 
 struct Peer {
     addr: String,
@@ -208,6 +236,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        let mut rpc = rpc;
+        let cut = cut_to_size(&mut rpc.entries, MAX_APPEND_PAYLOAD);
         let term = rpc.vote.leader_id().term;
         let sent = Instant::now();
         let age = {
@@ -218,7 +248,11 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         if matches!(res, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.clock.acked(term, self.target, sent);
         }
-        res
+        match (res, cut) {
+            // The follower has what was sent, not what openraft asked to send.
+            (Ok(AppendEntriesResponse::Success), Some(last)) => Ok(AppendEntriesResponse::PartialSuccess(Some(last))),
+            (res, _) => res,
+        }
     }
 
     async fn install_snapshot(
@@ -235,5 +269,41 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
         self.call(Rpc::Vote, encode(&rpc), None, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::CommittedLeaderId;
+    use raftcache_core::{CacheKey, Command, Condition, Request};
+
+    use super::*;
+
+    fn entry(index: u64, value_len: usize) -> Entry<TypeConfig> {
+        let key = CacheKey::new("t", Bytes::from(format!("k{index}"))).unwrap();
+        let cmd = Command::Set { key, value: vec![0u8; value_len].into(), ttl_ms: None, cond: Condition::None };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request { now_ms: 0, client: None, cmd }),
+        }
+    }
+
+    #[test]
+    fn appends_are_cut_at_the_payload_limit_but_carry_at_least_one_entry() {
+        let mut small: Vec<_> = (1..=5).map(|i| entry(i, 100)).collect();
+        assert_eq!(cut_to_size(&mut small, 10_000), None, "everything fits");
+        assert_eq!(small.len(), 5);
+
+        let mut big: Vec<_> = (1..=5).map(|i| entry(i, 1_000)).collect();
+        let last = cut_to_size(&mut big, 2_500).expect("cut");
+        assert_eq!((big.len(), last.index), (2, 2), "two entries of ~1 kB fit in 2.5 kB");
+
+        let mut huge: Vec<_> = (1..=3).map(|i| entry(i, 10_000)).collect();
+        let last = cut_to_size(&mut huge, 2_500).expect("cut");
+        assert_eq!((huge.len(), last.index), (1, 1), "an entry larger than the limit still goes, alone");
+
+        let mut empty: Vec<Entry<TypeConfig>> = Vec::new();
+        assert_eq!(cut_to_size(&mut empty, 1), None);
     }
 }
