@@ -60,10 +60,6 @@ pub enum Command {
     },
     /// Does nothing but advance time and the applied index (used to probe a group).
     Noop,
-    /// Several client requests proposed as one log entry, applied in order at the entry's index
-    /// (so they share a version). Leaders batch only requests on distinct keys, so no key gets
-    /// two writes with the same version.
-    Batch(Vec<Request>),
 }
 
 impl Command {
@@ -74,15 +70,6 @@ impl Command {
             Command::Delete { key, .. } | Command::Invalidate { key } => key.key.len(),
             Command::Expire { keys, .. } => keys.iter().map(|k| k.key.len()).sum(),
             Command::Noop => 0,
-            Command::Batch(reqs) => reqs.iter().map(|r| r.cmd.approx_bytes()).sum(),
-        }
-    }
-
-    /// The one key this command touches, if it touches exactly one.
-    pub fn key(&self) -> Option<&CacheKey> {
-        match self {
-            Command::Set { key, .. } | Command::Delete { key, .. } | Command::Invalidate { key } => Some(key),
-            Command::Expire { .. } | Command::Noop | Command::Batch(_) => None,
         }
     }
 }
@@ -147,6 +134,4 @@ pub enum Response {
     Rejected(Rejection),
     /// A membership change, a blank entry or a `Noop`.
     Blank,
-    /// The responses of a `Batch`, in its order.
-    Batch(Vec<Response>),
 }

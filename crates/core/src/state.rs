@@ -164,12 +164,6 @@ impl CacheState {
         self.fences.prune(now, self.config.fence_retention_ms);
         self.sessions.prune_idle(now);
 
-        self.apply_request(index, req)
-    }
-
-    /// De-duplicates and executes one request (of an entry, or of a batch) at `index`.
-    fn apply_request(&mut self, index: u64, req: &Request) -> Response {
-        let now = self.now_ms;
         let Some(client) = req.client else {
             return self.execute(index, &req.cmd);
         };
@@ -300,7 +294,6 @@ impl CacheState {
                 let existed = self.entries.remove(key).is_some_and(|e| e.is_live_at(now));
                 Response::Deleted { version: index, existed }
             }
-            Command::Batch(reqs) => Response::Batch(reqs.iter().map(|r| self.apply_request(index, r)).collect()),
             Command::Invalidate { key } => {
                 self.entries.remove(key);
                 self.fences.record(key.clone(), index, now);

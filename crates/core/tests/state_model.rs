@@ -82,11 +82,6 @@ impl Model {
         self.fences.retain(|_, (_, at)| now < at.saturating_add(retention));
         self.sessions.retain(|_, s| s.last_ms + SESSION_IDLE_MS > now);
 
-        self.apply_request(index, req)
-    }
-
-    fn apply_request(&mut self, index: u64, req: &Request) -> Response {
-        let now = self.now;
         let Some(cs) = req.client else { return self.execute(index, &req.cmd) };
         if let Some(s) = self.sessions.get_mut(&cs.client_id) {
             if let Some(r) = s.results.get(&cs.seq).cloned() {
@@ -109,8 +104,7 @@ impl Model {
         s.last_index = index;
         s.last_ms = now;
         while self.sessions.len() > self.max_sessions {
-            // Clients of one batched entry share a last index; the lowest client id goes first.
-            let oldest = *self.sessions.iter().min_by_key(|(id, s)| (s.last_index, **id)).unwrap().0;
+            let oldest = *self.sessions.iter().min_by_key(|(_, s)| s.last_index).unwrap().0;
             self.sessions.remove(&oldest);
         }
         r
@@ -167,7 +161,6 @@ impl Model {
                 Response::Expired { removed }
             }
             Command::Noop => Response::Blank,
-            Command::Batch(reqs) => Response::Batch(reqs.iter().map(|r| self.apply_request(index, r)).collect()),
         }
     }
 }
@@ -247,9 +240,6 @@ struct Step {
     index_gap: u64,
     writer: Writer,
     op: Op,
-    /// More requests proposed in the same entry, as a leader batches them (those on a key no
-    /// other request of the batch touches).
-    batched: Vec<(Writer, Op)>,
 }
 
 fn clock() -> impl Strategy<Value = Clock> {
@@ -292,9 +282,8 @@ fn writer() -> impl Strategy<Value = Writer> {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let batched = prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec((writer(), op()), 1..4)];
-    (clock(), prop_oneof![4 => Just(0u64), 1 => 1..3u64], writer(), op(), batched)
-        .prop_map(|(clock, index_gap, writer, op, batched)| Step { clock, index_gap, writer, op, batched })
+    (clock(), prop_oneof![4 => Just(0u64), 1 => 1..3u64], writer(), op())
+        .prop_map(|(clock, index_gap, writer, op)| Step { clock, index_gap, writer, op })
 }
 
 fn config() -> impl Strategy<Value = StateConfig> {
@@ -380,37 +369,10 @@ impl Harness {
                 self.clock
             }
         };
-        let mut req = self.request(&step.writer, &step.op, now_ms);
-        if !step.batched.is_empty() {
-            let mut reqs = vec![req];
-            for (writer, op) in &step.batched {
-                reqs.push(self.request(writer, op, now_ms));
-            }
-            let mut keys = std::collections::HashSet::new();
-            reqs.retain(|r| r.cmd.key().is_some_and(|k| keys.insert(k.clone())));
-            req = match reqs.len() {
-                0 => Request { now_ms, client: None, cmd: Command::Noop },
-                1 => reqs.pop().unwrap(),
-                _ => Request { now_ms, client: None, cmd: Command::Batch(reqs) },
-            };
-        }
-        self.index += 1 + step.index_gap;
-
-        let expected = self.model.apply(self.index, &req);
-        let got = self.state.apply(self.index, &req);
-        prop_assert_eq!(&got, &expected, "index {} request {:?}", self.index, req);
-        self.check_reads()?;
-        self.log.push((self.index, req));
-        self.responses.push(got);
-        Ok(())
-    }
-
-    /// The request `writer` sends for `op`: a new write, a retry, or an internal command.
-    fn request(&mut self, writer: &Writer, op: &Op, now_ms: u64) -> Request {
-        let (client, cmd) = match *writer {
-            Writer::Internal => (None, self.command(op, now_ms)),
+        let (client, cmd) = match step.writer {
+            Writer::Internal => (None, self.command(&step.op, now_ms)),
             Writer::Client(c) => {
-                let cmd = self.command(op, now_ms);
+                let cmd = self.command(&step.op, now_ms);
                 let sent = self.sent.entry(c).or_default();
                 sent.push(cmd.clone());
                 (Some(ClientSeq { client_id: c, seq: sent.len() as u64 }), cmd)
@@ -420,10 +382,19 @@ impl Harness {
                     let seq = sent.len() - back as usize;
                     (Some(ClientSeq { client_id: c, seq: seq as u64 }), sent[seq - 1].clone())
                 }
-                _ => (None, self.command(op, now_ms)),
+                _ => (None, self.command(&step.op, now_ms)),
             },
         };
-        Request { now_ms, client, cmd }
+        self.index += 1 + step.index_gap;
+        let req = Request { now_ms, client, cmd };
+
+        let expected = self.model.apply(self.index, &req);
+        let got = self.state.apply(self.index, &req);
+        prop_assert_eq!(&got, &expected, "index {} request {:?}", self.index, req);
+        self.check_reads()?;
+        self.log.push((self.index, req));
+        self.responses.push(got);
+        Ok(())
     }
 
     fn check_reads(&self) -> Result<(), TestCaseError> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use raftcache_core::{Request, Response, StateConfig};
 
@@ -14,13 +14,12 @@ use crate::flusher::Flusher;
 use crate::freshness::{Freshness, QuorumClock};
 use crate::log_store::SledLogStore;
 use crate::network::{GroupNetworkFactory, PeerChannels, VoterSet};
-use crate::proposer::Proposer;
 use crate::read_index::{ReadIndexBatcher, ReadIndexError};
 use crate::state_machine::{SmData, StateMachineStore};
 use crate::types::{NodeInfo, Raft};
 
 /// Why a write did not produce a state machine response.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// Not the leader; the leader if known.
     #[error("not the leader")]
@@ -45,7 +44,6 @@ pub struct Group {
     sm: StateMachineStore,
     log: SledLogStore,
     reads: Arc<ReadIndexBatcher>,
-    writes: Arc<Proposer>,
     /// Follower side of EVENTUAL staleness.
     freshness: Mutex<Freshness>,
     /// Leader side: followers' acknowledgements of this replica's appends.
@@ -82,7 +80,6 @@ impl Group {
             sm,
             log,
             reads: Arc::default(),
-            writes: Arc::default(),
             freshness: Mutex::default(),
             clock,
             voters,
@@ -159,10 +156,15 @@ impl Group {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// Proposes `req` (batched with concurrent writes, see `proposer.rs`) and waits for it to
-    /// apply; its response and the index of the entry that carried it.
+    /// Proposes `req` and waits for it to apply.
     pub async fn write(&self, req: Request) -> std::result::Result<(Response, u64), WriteError> {
-        self.writes.write(&self.raft, req).await
+        match self.raft.client_write(req).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+            }
+            Err(e) => Err(WriteError::Unavailable(e.to_string())),
+        }
     }
 
     /// The read index, confirmed by a (shared) heartbeat round. Leader only.

@@ -30,9 +30,6 @@
 //! Linearizable reads go through [`ReadIndexBatcher`]: one heartbeat round confirms leadership
 //! for every read queued before the round started, so concurrent reads share rounds.
 //!
-//! Writes go through a per-group proposer that packs concurrent writes on distinct keys into one
-//! log entry (`proposer.rs`).
-//!
 //! EVENTUAL reads are bounded by [`Group::staleness`]: not the time since a leader was last
 //! heard, but the age of the newest state this replica has applied that a quorum-confirmed
 //! leader had committed (see `freshness.rs`).
@@ -51,7 +48,6 @@ mod freshness;
 mod group;
 mod log_store;
 mod network;
-mod proposer;
 mod read_index;
 mod registry;
 mod service;

@@ -60,11 +60,6 @@ impl Hasher {
                 self.u64(4);
                 self.u64(u64::from(*removed));
             }
-            Response::Batch(responses) => {
-                self.u64(7);
-                self.u64(responses.len() as u64);
-                responses.iter().for_each(|r| self.response(r));
-            }
             Response::Rejected(rejection) => {
                 self.u64(5);
                 match rejection {

@@ -11,7 +11,7 @@
 //! (the one whose last write is oldest goes first), and a client silent for
 //! [`SESSION_IDLE_MS`] of leader time is dropped. Both pick from the same end of one ordering:
 //! sessions by the log index of their last write, which also orders them by the time of it.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,17 +52,22 @@ pub(crate) enum Dedup {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sessions {
     by_client: BTreeMap<u64, Session>,
-    /// `(last_index, client)`, exactly one per session in `by_client` (clients of one batched
-    /// entry share an index).
-    by_last_index: BTreeSet<(u64, u64)>,
+    /// `last_index` → client, exactly one slot per session in `by_client`.
+    by_last_index: BTreeMap<u64, u64>,
     /// Sum of remembered results over all sessions.
     results: usize,
 }
 
 impl Sessions {
-    /// Rebuilds the ordering from a map (snapshot restore).
+    /// Rebuilds the ordering from a map (snapshot restore). Errors if two sessions claim the same
+    /// `last_index`, which no log can produce.
     pub(crate) fn from_map(by_client: BTreeMap<u64, Session>) -> Result<Self, String> {
-        let by_last_index = by_client.iter().map(|(client, s)| (s.last_index, *client)).collect();
+        let mut by_last_index = BTreeMap::new();
+        for (client, session) in &by_client {
+            if let Some(other) = by_last_index.insert(session.last_index, *client) {
+                return Err(format!("clients {other} and {client} both last wrote at index {}", session.last_index));
+            }
+        }
         let results = by_client.values().map(|s| s.results.len()).sum();
         Ok(Self { by_client, by_last_index, results })
     }
@@ -81,7 +86,7 @@ impl Sessions {
 
     /// Drops clients that have not written for [`SESSION_IDLE_MS`] as of `now`.
     pub(crate) fn prune_idle(&mut self, now: u64) {
-        while let Some((_, client)) = self.by_last_index.first() {
+        while let Some((_, client)) = self.by_last_index.first_key_value() {
             let idle = self.by_client.get(client).is_none_or(|s| s.last_ms.saturating_add(SESSION_IDLE_MS) <= now);
             if !idle {
                 break;
@@ -97,10 +102,10 @@ impl Sessions {
         };
         if let Some(response) = session.results.get(&cs.seq) {
             let response = response.clone();
-            self.by_last_index.remove(&(session.last_index, cs.client_id));
+            self.by_last_index.remove(&session.last_index);
             session.last_index = index;
             session.last_ms = now;
-            self.by_last_index.insert((index, cs.client_id));
+            self.by_last_index.insert(index, cs.client_id);
             return Dedup::Replay(response);
         }
         if cs.seq <= session.floor {
@@ -119,10 +124,10 @@ impl Sessions {
             results: BTreeMap::new(),
             floor: 0,
         });
-        self.by_last_index.remove(&(session.last_index, cs.client_id));
+        self.by_last_index.remove(&session.last_index);
         session.last_index = index;
         session.last_ms = now;
-        self.by_last_index.insert((index, cs.client_id));
+        self.by_last_index.insert(index, cs.client_id);
         if session.results.insert(cs.seq, response).is_none() {
             self.results += 1;
         }
