@@ -150,12 +150,12 @@ impl Cluster {
 
     /// The data dir of node `id`.
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.node(id).data_dir.clone()
+        self.node(id).proc.data_dir().to_path_buf()
     }
 
     /// The log file of node `id` (stdout and stderr of every start, appended).
     pub fn log_path(&self, id: u64) -> PathBuf {
-        self.node(id).log_path.clone()
+        self.node(id).proc.log_path().to_path_buf()
     }
 
     /// The whole log of node `id`.
@@ -168,8 +168,8 @@ impl Cluster {
         let mut out = String::new();
         for id in self.ids() {
             let n = self.node(id);
-            out.push_str(&format!("----- node {id} ({}) log tail: {} -----\n", n.addr, n.log_path.display()));
-            out.push_str(&n.log_tail(lines));
+            out.push_str(&format!("----- node {id} ({}) log tail: {} -----\n", n.addr, n.proc.log_path().display()));
+            out.push_str(&n.proc.log_tail(lines));
             out.push('\n');
         }
         out
@@ -177,7 +177,7 @@ impl Cluster {
 
     /// What the kit believes node `id` is doing.
     pub fn state(&self, id: u64) -> NodeState {
-        self.node(id).state()
+        self.node(id).proc.state()
     }
 
     /// Ids of the nodes that are running and not paused.
@@ -187,7 +187,7 @@ impl Cluster {
 
     /// The pid of node `id`'s process, if it has one.
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.node(id).pid()
+        self.node(id).proc.pid()
     }
 
     /// Fails if a node the kit started (and did not kill or stop) has exited — it crashed.
@@ -195,8 +195,8 @@ impl Cluster {
         let mut dead = Vec::new();
         for id in self.ids() {
             let mut n = self.node(id);
-            if let Some(status) = n.exited() {
-                dead.push(format!("node {id} exited on its own: {}\n{}", explain(status), n.log_tail(TAIL_LINES)));
+            if let Some(status) = n.proc.exited() {
+                dead.push(format!("node {id} exited on its own: {}\n{}", explain(status), n.proc.log_tail(TAIL_LINES)));
             }
         }
         if dead.is_empty() {
@@ -244,13 +244,13 @@ impl Cluster {
     /// Spawns node `id` (same port, same data dir as before). Does not wait for it.
     pub fn start_node(&self, id: u64) -> Result<()> {
         let mut n = self.node(id);
-        let args = self.serve_args(id, &n.addr, &n.data_dir, &n.extra_args);
-        n.spawn(&self.bin, &args)
+        let args = self.serve_args(id, &n.addr, n.proc.data_dir(), &n.extra_args);
+        n.proc.spawn(&self.bin, &args, None)
     }
 
     /// SIGKILLs node `id` and reaps it. A no-op if it is not running.
     pub fn kill(&self, id: u64) {
-        self.node(id).kill();
+        self.node(id).proc.kill();
     }
 
     /// SIGTERMs node `id` and waits for it to exit (SIGKILL after 20 s, reported as an error).
@@ -259,7 +259,7 @@ impl Cluster {
         // Take the process out so no lock is held across the wait.
         let (child, paused) = {
             let mut n = self.node(id);
-            (n.child.take(), std::mem::take(&mut n.paused))
+            (n.proc.child.take(), std::mem::take(&mut n.proc.paused))
         };
         let child = child.with_context(|| format!("node {id} is not running"))?;
         stop_child(id, child, paused, STOP_GRACE).await
@@ -267,24 +267,18 @@ impl Cluster {
 
     /// SIGSTOPs node `id`: it stays up but stops answering, like a long GC pause or a partition.
     pub fn pause(&self, id: u64) -> Result<()> {
-        let mut n = self.node(id);
-        n.signal("STOP")?;
-        n.paused = true;
-        Ok(())
+        self.node(id).proc.pause()
     }
 
     /// SIGCONTs a paused node.
     pub fn resume(&self, id: u64) -> Result<()> {
-        let mut n = self.node(id);
-        n.signal("CONT")?;
-        n.paused = false;
-        Ok(())
+        self.node(id).proc.resume()
     }
 
     /// Stops node `id` if it runs (SIGTERM), starts it again with the same port and data dir,
     /// and waits until it answers a status request.
     pub async fn restart(&self, id: u64) -> Result<()> {
-        if self.node(id).child.is_some() {
+        if self.node(id).proc.child.is_some() {
             self.stop(id).await?;
         }
         self.start_node(id)?;
@@ -299,11 +293,14 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            if let Some(status) = self.node(id).exited() {
-                bail!("node {id} exited while starting: {status}\n{}", self.node(id).log_tail(TAIL_LINES));
+            if let Some(status) = self.node(id).proc.exited() {
+                bail!("node {id} exited while starting: {status}\n{}", self.node(id).proc.log_tail(TAIL_LINES));
             }
             if Instant::now() >= deadline {
-                bail!("node {id} did not answer within {timeout:?}: {err:#}\n{}", self.node(id).log_tail(TAIL_LINES));
+                bail!(
+                    "node {id} did not answer within {timeout:?}: {err:#}\n{}",
+                    self.node(id).proc.log_tail(TAIL_LINES)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -431,10 +428,10 @@ impl Drop for Cluster {
         let mut ended = Vec::new();
         for (id, n) in self.nodes.iter_mut() {
             let n = n.get_mut().unwrap_or_else(|e| e.into_inner());
-            if let Some(status) = n.exited() {
+            if let Some(status) = n.proc.exited() {
                 ended.push(format!("node {id} had exited before the end of the test: {}", explain(status)));
             }
-            n.kill();
+            n.proc.kill();
         }
         if !std::thread::panicking() {
             return;

@@ -14,7 +14,8 @@
 //! [`restart`](Cluster::restart) (same port, same data dir) any node, and ask for statuses,
 //! leaders and digests. [`Cluster::prepare`] + [`Cluster::launch`] split the start for callers
 //! that need the node addresses before any node runs (per-node flags such as `--peer-addr`
-//! through proxies: [`Cluster::set_node_args`]).
+//! through proxies: [`Cluster::set_node_args`]). A harness with a cluster layout of its own can
+//! still share the process handling: [`NodeProcess`] is one node's process and log.
 //!
 //! ## GUARANTEES
 //!
@@ -49,9 +50,9 @@ mod node;
 mod options;
 mod ready;
 
-pub use binary::raftcache_bin;
+pub use binary::{find_bin, raftcache_bin};
 pub use cluster::Cluster;
 pub use ctl::CtlOutput;
-pub use node::NodeState;
+pub use node::{NodeProcess, NodeState};
 pub use options::{ClusterOptions, Durability};
 pub use raftcache_client::{Client, ClientOptions, GroupStatus, StatusResponse};
