@@ -1,14 +1,13 @@
 //! The cluster under test: real `raftcache` processes on loopback, every node-to-node link
 //! through the harness's own proxy ([`proxy`]).
 //!
-//! The process handling mirrors `raftcache-testkit` (which the integration tests use) but each
-//! node gets its own `--peer-addr` list, naming the proxies of its outgoing links, which the
-//! testkit's uniform options cannot express. The nodes run [`node_bin`]. Node logs go straight
+//! Each node gets its own `--peer-addr` list, naming the proxies of its outgoing links, and its
+//! log lives in the results directory, so the cluster is laid out here; the process handling is
+//! the testkit's ([`NodeProcess`], with `jepsen` log markers). The nodes run [`node_bin`]. Node logs go straight
 //! into the run's results directory; data lives in a temp dir that is removed with the cluster.
 //!
 //! Dropping a [`Cluster`] SIGKILLs every node.
 
-mod node;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -24,9 +23,9 @@ use raftcache_proto::admin::{InjectFaultRequest, StatusRequest};
 use tempfile::TempDir;
 use tonic::transport::Endpoint;
 
-use node::NodeProc;
-pub use node::NodeState;
 use proxy::Net;
+use raftcache_testkit::NodeProcess;
+pub use raftcache_testkit::NodeState;
 
 /// How to start the cluster.
 #[derive(Clone, Debug)]
@@ -63,7 +62,9 @@ pub struct Cluster {
     addrs: BTreeMap<u64, String>,
     /// The proxies of every directed node-to-node link.
     pub net: Net,
-    nodes: BTreeMap<u64, Mutex<NodeProc>>,
+    nodes: BTreeMap<u64, Mutex<NodeProcess>>,
+    /// Each node's `serve` arguments, the same at every start.
+    args: BTreeMap<u64, Vec<String>>,
     groups: u64,
 }
 
@@ -74,24 +75,10 @@ const NODE_BIN: &str = "raftcache-jepsen-node";
 /// `target/{debug,release}` of an ancestor directory; else the testkit's `raftcache`
 /// ([`raftcache_testkit::raftcache_bin`]).
 pub fn node_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("RAFTCACHE_JEPSEN_NODE") {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!("RAFTCACHE_JEPSEN_NODE={} is not a file", p.display());
-        }
-        return Ok(p);
+    match raftcache_testkit::find_bin(NODE_BIN, "RAFTCACHE_JEPSEN_NODE")? {
+        Some(p) => Ok(p),
+        None => raftcache_testkit::raftcache_bin(),
     }
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1) {
-        for candidate in
-            [dir.join(NODE_BIN), dir.join("target/debug").join(NODE_BIN), dir.join("target/release").join(NODE_BIN)]
-        {
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    raftcache_testkit::raftcache_bin()
 }
 
 /// Whether `bin` was built with the `fault-injection` feature (it then knows `--bug`).
@@ -120,6 +107,7 @@ impl Cluster {
         drop(held);
         let initial = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let mut nodes = BTreeMap::new();
+        let mut node_args = BTreeMap::new();
         for (&id, addr) in &addrs {
             let data_dir = data.path().join(format!("n{id}"));
             let mut args: Vec<String> = [
@@ -149,27 +137,27 @@ impl Cluster {
                 args.push(b.clone());
             }
             args.extend(spec.extra_args.iter().cloned());
-            let proc = NodeProc {
-                id,
-                data_dir,
-                log_path: log_dir.join(format!("n{id}.log")),
-                args,
-                child: None,
-                paused: false,
-                starts: 0,
-            };
+            // The node binary's own log filter applies unless the caller sets RUST_LOG.
+            let proc = NodeProcess::new(id, data_dir, log_dir.join(format!("n{id}.log")))
+                .with_log_marker("jepsen")
+                .with_default_rust_log(None);
             nodes.insert(id, Mutex::new(proc));
+            node_args.insert(id, args);
         }
-        let cluster = Cluster { bin, _data: data, addrs, net, nodes, groups: spec.groups };
+        let cluster = Cluster { bin, _data: data, addrs, net, nodes, args: node_args, groups: spec.groups };
         for id in cluster.ids() {
-            cluster.node(id).spawn(&cluster.bin, "(initial)")?;
+            cluster.spawn(id, "(initial)")?;
         }
         cluster.wait_ready(Duration::from_secs(90)).await.context("the cluster did not become ready")?;
         Ok(cluster)
     }
 
-    fn node(&self, id: u64) -> MutexGuard<'_, NodeProc> {
+    fn node(&self, id: u64) -> MutexGuard<'_, NodeProcess> {
         self.nodes[&id].lock().expect("node lock poisoned")
+    }
+
+    fn spawn(&self, id: u64, note: &str) -> Result<()> {
+        self.node(id).spawn(&self.bin, &self.args[&id], Some(note))
     }
 
     /// The binary the nodes run.
@@ -197,9 +185,10 @@ impl Cluster {
         &self.addrs
     }
 
-    /// What the harness believes node `id` is doing.
+    /// What the harness believes node `id` is doing. A node that crashed counts as running until [`reap_crashes`](Self::reap_crashes) notices,
+    /// so that no crash goes unreported behind a restart.
     pub fn state(&self, id: u64) -> NodeState {
-        self.node(id).state()
+        self.node(id).believed_state()
     }
 
     /// Nodes in `state`.
@@ -219,18 +208,17 @@ impl Cluster {
 
     /// Starts node `id` again (same port, same data). Does not wait for it.
     pub fn restart(&self, id: u64) -> Result<()> {
-        let bin = self.bin.clone();
-        self.node(id).spawn(&bin, "(restart)")
+        self.spawn(id, "(restart)")
     }
 
     /// SIGSTOPs node `id`.
     pub fn pause(&self, id: u64) -> Result<()> {
-        self.node(id).signal("STOP")
+        self.node(id).pause()
     }
 
     /// SIGCONTs node `id`.
     pub fn resume(&self, id: u64) -> Result<()> {
-        self.node(id).signal("CONT")
+        self.node(id).resume()
     }
 
     /// Nodes that exited on their own since the last call.
