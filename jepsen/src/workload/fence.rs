@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
-use super::keys::{KeyCache, Slots};
-use super::ops::{self, Proc};
+use super::keys::Slots;
+use super::ops;
+use super::worker::Worker;
 use super::Ctx;
 use crate::history::{Consistency, Workload};
 
@@ -21,34 +21,23 @@ const W: Workload = Workload::Fence;
 
 /// One loader.
 pub async fn loader(ctx: Arc<Ctx>, slots: Arc<Slots>, process: u64) {
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_mul(37).wrapping_add(process));
-    let Some(client) = ctx.connect().await else { return };
-    let mut proc = Proc::new(process, ctx.stride);
-    let mut keys = KeyCache::default();
-    while !ctx.stopping() {
-        let slot = rng.gen_range(0..slots.len());
-        let key = keys.current(&slots, &client, slot);
-        ctx.note_key(W, &key);
-        slots.count_op(slot);
-        let Some((_, version)) = ops::read(&ctx, &client, &mut proc, W, &key, Consistency::Linearizable).await else {
+    let Some(mut w) = Worker::connect(ctx, slots, W, 37, process).await else { return };
+    while let Some((slot, key)) = w.next_key() {
+        w.slots.count_op(slot);
+        let Some((_, version)) = ops::read(&w.ctx, &w.client, &mut w.proc, W, &key, Consistency::Linearizable).await
+        else {
             continue;
         };
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=ctx.opts.load_ms))).await;
-        ops::cas(&ctx, &client, &mut proc, W, &key, version).await;
+        tokio::time::sleep(Duration::from_millis(w.rng.gen_range(0..=w.ctx.opts.load_ms))).await;
+        ops::cas(&w.ctx, &w.client, &mut w.proc, W, &key, version).await;
     }
 }
 
 /// One invalidator.
 pub async fn invalidator(ctx: Arc<Ctx>, slots: Arc<Slots>, process: u64) {
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_mul(41).wrapping_add(process));
-    let Some(client) = ctx.connect().await else { return };
-    let mut proc = Proc::new(process, ctx.stride);
-    let mut keys = KeyCache::default();
-    while !ctx.stopping() {
-        let slot = rng.gen_range(0..slots.len());
-        let key = keys.current(&slots, &client, slot);
-        ctx.note_key(W, &key);
-        ops::invalidate(&ctx, &client, &mut proc, W, &key).await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=ctx.opts.load_ms))).await;
+    let Some(mut w) = Worker::connect(ctx, slots, W, 41, process).await else { return };
+    while let Some((_, key)) = w.next_key() {
+        ops::invalidate(&w.ctx, &w.client, &mut w.proc, W, &key).await;
+        tokio::time::sleep(Duration::from_millis(w.rng.gen_range(0..=w.ctx.opts.load_ms))).await;
     }
 }

@@ -19,6 +19,7 @@ pub mod liveness;
 mod ops;
 pub mod register;
 pub mod session;
+mod worker;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use raftcache_client::{Client, Condition, Consistency as Level, Error, SetOptions};
+use raftcache_client::{Client, Condition, Consistency as Level, Error, SetOptions, WriteResult};
 
 use super::{Ctx, NS};
-use crate::history::{Consistency, Event, EventType, Value, Workload, F};
+use crate::history::{Consistency, Event, EventType, Pending, Value, Workload, F};
 
 /// A logical client: its current process number.
 pub struct Proc {
@@ -78,7 +78,28 @@ pub async fn read(
     }
 }
 
-fn write_failed(p: crate::history::Pending<'_>, proc: &mut Proc, err: Error) {
+/// Records how a write (set, delete, invalidate) ended and returns its version when ok.
+fn finish_write(p: Pending<'_>, proc: &mut Proc, result: Result<WriteResult, Error>) -> Option<u64> {
+    match result {
+        Ok(r) => {
+            p.ok(|e| applied(e, &r));
+            Some(r.version)
+        }
+        Err(err) => {
+            write_failed(p, proc, err);
+            None
+        }
+    }
+}
+
+/// What an acknowledged write adds to its completion.
+fn applied(e: &mut Event, r: &WriteResult) {
+    e.version = Some(r.version);
+    e.group = Some(r.group);
+    e.node = Some(r.served_by);
+}
+
+fn write_failed(p: Pending<'_>, proc: &mut Proc, err: Error) {
     if err.is_definite() {
         p.fail(err);
     } else {
@@ -91,20 +112,8 @@ fn write_failed(p: crate::history::Pending<'_>, proc: &mut Proc, err: Error) {
 pub async fn write(ctx: &Ctx, client: &Client, proc: &mut Proc, workload: Workload, key: &str) -> Option<u64> {
     let value = ctx.fresh_value();
     let p = ctx.rec.invoke(invoke(proc, workload, F::Write, key, Some(Value::Int(value))));
-    match client.set_with(NS, key.as_bytes(), value.to_string(), SetOptions::default()).await {
-        Ok(r) => {
-            p.ok(|e| {
-                e.version = Some(r.version);
-                e.group = Some(r.group);
-                e.node = Some(r.served_by);
-            });
-            Some(r.version)
-        }
-        Err(err) => {
-            write_failed(p, proc, err);
-            None
-        }
-    }
+    let result = client.set_with(NS, key.as_bytes(), value.to_string(), SetOptions::default()).await;
+    finish_write(p, proc, result)
 }
 
 /// What a compare-and-set did.
@@ -127,32 +136,25 @@ pub async fn cas(
     let value = ctx.fresh_value();
     let p = ctx.rec.invoke(invoke(proc, workload, F::Cas, key, Some(Value::Pair(expected, value))));
     let opts = SetOptions { ttl: None, condition: Condition::IfVersion(expected) };
+    // A refusal is an ok operation with `result: false`, the version the server reported and why.
+    let refused = |p: Pending<'_>, version: u64, why: &str| {
+        p.ok(|e| {
+            e.result = Some(false);
+            e.version = Some(version);
+            e.error = Some(why.into());
+        });
+        Some(CasOutcome::Refused)
+    };
     match client.set_with(NS, key.as_bytes(), value.to_string(), opts).await {
         Ok(r) => {
             p.ok(|e| {
                 e.result = Some(true);
-                e.version = Some(r.version);
-                e.group = Some(r.group);
-                e.node = Some(r.served_by);
+                applied(e, &r);
             });
             Some(CasOutcome::Applied(r.version))
         }
-        Err(Error::ConditionFailed { current_version }) => {
-            p.ok(|e| {
-                e.result = Some(false);
-                e.version = Some(current_version);
-                e.error = Some("condition_failed".into());
-            });
-            Some(CasOutcome::Refused)
-        }
-        Err(Error::Fenced { fence }) => {
-            p.ok(|e| {
-                e.result = Some(false);
-                e.version = Some(fence);
-                e.error = Some("fenced".into());
-            });
-            Some(CasOutcome::Refused)
-        }
+        Err(Error::ConditionFailed { current_version }) => refused(p, current_version, "condition_failed"),
+        Err(Error::Fenced { fence }) => refused(p, fence, "fenced"),
         Err(err) => {
             write_failed(p, proc, err);
             None
@@ -163,37 +165,13 @@ pub async fn cas(
 /// An unconditional delete. Returns its log index when ok.
 pub async fn delete(ctx: &Ctx, client: &Client, proc: &mut Proc, workload: Workload, key: &str) -> Option<u64> {
     let p = ctx.rec.invoke(invoke(proc, workload, F::Delete, key, None));
-    match client.delete_with(NS, key.as_bytes(), None).await {
-        Ok(r) => {
-            p.ok(|e| {
-                e.version = Some(r.version);
-                e.group = Some(r.group);
-                e.node = Some(r.served_by);
-            });
-            Some(r.version)
-        }
-        Err(err) => {
-            write_failed(p, proc, err);
-            None
-        }
-    }
+    let result = client.delete_with(NS, key.as_bytes(), None).await;
+    finish_write(p, proc, result)
 }
 
 /// An invalidation. Returns the fence when ok.
 pub async fn invalidate(ctx: &Ctx, client: &Client, proc: &mut Proc, workload: Workload, key: &str) -> Option<u64> {
     let p = ctx.rec.invoke(invoke(proc, workload, F::Invalidate, key, None));
-    match client.invalidate(NS, key.as_bytes()).await {
-        Ok(r) => {
-            p.ok(|e| {
-                e.version = Some(r.version);
-                e.group = Some(r.group);
-                e.node = Some(r.served_by);
-            });
-            Some(r.version)
-        }
-        Err(err) => {
-            write_failed(p, proc, err);
-            None
-        }
-    }
+    let result = client.invalidate(NS, key.as_bytes()).await;
+    finish_write(p, proc, result)
 }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
-use super::keys::{KeyCache, Slots};
-use super::ops::{self, Proc};
+use super::keys::Slots;
+use super::ops;
+use super::worker::Worker;
 use super::Ctx;
 use crate::history::{Consistency, Workload};
 
@@ -15,25 +15,20 @@ const W: Workload = Workload::Session;
 
 /// One session client.
 pub async fn client(ctx: Arc<Ctx>, slots: Arc<Slots>, process: u64) {
-    let mut rng = StdRng::seed_from_u64(ctx.seed.wrapping_mul(43).wrapping_add(process));
-    let Some(client) = ctx.connect().await else { return };
-    let mut proc = Proc::new(process, ctx.stride);
-    let mut keys = KeyCache::default();
-    while !ctx.stopping() {
-        let slot = rng.gen_range(0..slots.len());
-        let key = keys.current(&slots, &client, slot);
-        ctx.note_key(W, &key);
-        match rng.gen_range(0..100) {
+    let Some(mut w) = Worker::connect(ctx, slots, W, 43, process).await else { return };
+    while let Some((slot, key)) = w.next_key() {
+        let (ctx, client, proc) = (&w.ctx, &w.client, &mut w.proc);
+        match w.rng.gen_range(0..100) {
             0..30 => {
-                ops::write(&ctx, &client, &mut proc, W, &key).await;
+                ops::write(ctx, client, proc, W, &key).await;
             }
             30..80 => {
-                ops::read(&ctx, &client, &mut proc, W, &key, Consistency::Session).await;
+                ops::read(ctx, client, proc, W, &key, Consistency::Session).await;
             }
             _ => {
-                ops::read(&ctx, &client, &mut proc, W, &key, Consistency::Eventual).await;
+                ops::read(ctx, client, proc, W, &key, Consistency::Eventual).await;
             }
         }
-        slots.count_op(slot);
+        w.slots.count_op(slot);
     }
 }
