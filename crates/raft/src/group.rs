@@ -186,13 +186,16 @@ impl Group {
 async fn watch_metrics(group: Arc<Group>) {
     let mut rx = group.raft.metrics();
     let mut last = (ServerState::Learner, None::<u64>, 0u64);
+    let mut membership_seen = None;
     loop {
         let (state, leader, term) = {
             let m = rx.borrow_and_update();
-            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            let mut known = group.voters.write().expect("voter set lock poisoned");
-            if *known != voters {
-                *known = voters;
+            // Metrics change on every apply; the voter set only with a membership entry.
+            let membership = Some(*m.membership_config.log_id());
+            if membership != membership_seen {
+                membership_seen = membership;
+                *group.voters.write().expect("voter set lock poisoned") =
+                    m.membership_config.membership().voter_ids().collect();
             }
             (m.state, m.current_leader, m.current_term)
         };

@@ -159,12 +159,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The builder's `tcp_nodelay` applies only to listeners tonic binds itself; without it on
     // the accepted sockets, small responses wait for delayed ACKs (~40 ms per request).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server_task = tokio::spawn(server.serve_with_incoming_shutdown(
-        incoming,
-        async move {
-            let _ = stop.changed().await;
-        },
-    ));
+    let server_task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.changed().await;
+    }));
     tracing::info!(node = node_id, %listen, groups = registry.iter().count(), "serving");
 
     for g in registry.iter() {
