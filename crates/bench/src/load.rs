@@ -197,9 +197,20 @@ pub async fn connect(spec: &Spec, endpoints: &[String]) -> anyhow::Result<Vec<Ad
 /// Writes every key of `0..keys` once, with `clients` writers, so reads find values.
 pub async fn preload(adapters: &[Adapter], keys: u64, value_bytes: usize, clients: usize) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    eprint!("preloading {keys} keys of {value_bytes} bytes… ");
     let value = Bytes::from(vec![b'v'; value_bytes]);
     let next = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let next = next.clone();
+        tokio::spawn(async move {
+            loop {
+                let done = next.load(Ordering::Relaxed).min(keys);
+                let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+                eprint!("\r\x1b[Kpreloading {keys} keys of {value_bytes} bytes: {done} ({rate:.0}/s)");
+                let _ = std::io::stderr().flush();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|i| {
             let mut a = adapters[i % adapters.len()].clone();
@@ -215,10 +226,16 @@ pub async fn preload(adapters: &[Adapter], keys: u64, value_bytes: usize, client
             })
         })
         .collect();
-    for t in tasks {
-        t.await??;
+    let res = async {
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
     }
-    eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
+    .await;
+    ticker.abort();
+    res?;
+    eprintln!("\r\x1b[Kpreloaded {keys} keys of {value_bytes} bytes in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -8,6 +8,10 @@
 //! - `report DIR` makes summary.md and summary.svg again from DIR/summary.json.
 //! - `failover` starts its own 3-node cluster and measures, N times, how long writes to a group
 //!   stop after its leader is killed with SIGKILL.
+//! - `scale` starts clusters of each shape (nodes × groups) in turn and measures writes and
+//!   linearizable reads against each.
+//! - `memory` loads N keys into a cluster and reports RSS per key per node, beside an empty
+//!   Redis's `used_memory` per key for the same keys.
 //! - `smoke` starts a 1-node cluster and runs a short load against it (CI keeps this working).
 //!
 //! The etcd adapter is behind the `etcd` cargo feature (etcd-client's build needs `protoc`).
@@ -15,8 +19,10 @@
 mod adapter;
 mod failover;
 mod load;
+mod memory;
 mod record;
 mod report;
+mod scale;
 mod smoke;
 mod suite;
 mod workload;
@@ -45,6 +51,10 @@ enum Command {
     },
     /// Measure failover time after SIGKILL of a group leader.
     Failover(failover::FailoverArgs),
+    /// Throughput against the number of nodes and groups (starts its own clusters).
+    Scale(scale::ScaleArgs),
+    /// Memory per key in a loaded cluster, beside Redis's (starts its own cluster).
+    Memory(memory::MemoryArgs),
     /// Start a 1-node cluster and run a short load of every kind against it.
     Smoke(smoke::SmokeArgs),
 }
@@ -56,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Suite(a) => suite::run(a).await,
         Command::Report { dir } => report::run(&dir),
         Command::Failover(a) => failover::run(a).await,
+        Command::Scale(a) => scale::run(a).await,
+        Command::Memory(a) => memory::run(a).await,
         Command::Smoke(a) => smoke::run(a).await,
     }
 }

@@ -124,6 +124,31 @@ impl Summary {
     }
 }
 
+/// A record with the given labels and numbers (p50 = p99 / 2, p99.9 = 2 × p99), for tests.
+#[cfg(test)]
+pub(crate) fn test_record(
+    system: &str,
+    workload: &str,
+    consistency: &str,
+    clients: usize,
+    ops: f64,
+    p99: u64,
+) -> Record {
+    Record {
+        system: system.into(),
+        workload: workload.into(),
+        consistency: consistency.into(),
+        keys: "uniform".into(),
+        clients,
+        value_bytes: 256,
+        ops_per_sec: ops,
+        p50_us: p99 / 2,
+        p99_us: p99,
+        p999_us: p99 * 2,
+        errors: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,19 +147,7 @@ mod tests {
     use super::*;
 
     fn rec(system: &str, workload: &str, consistency: &str, clients: usize, ops: f64) -> Record {
-        Record {
-            system: system.into(),
-            workload: workload.into(),
-            consistency: consistency.into(),
-            keys: "uniform".into(),
-            clients,
-            value_bytes: 256,
-            ops_per_sec: ops,
-            p50_us: 100,
-            p99_us: 900,
-            p999_us: 2000,
-            errors: 0,
-        }
+        crate::record::test_record(system, workload, consistency, clients, ops, 900)
     }
 
     #[test]

@@ -170,19 +170,7 @@ mod tests {
     use super::*;
 
     fn rec(system: &str, workload: &str, consistency: &str, clients: usize, ops: f64, p99: u64) -> Record {
-        Record {
-            system: system.into(),
-            workload: workload.into(),
-            consistency: consistency.into(),
-            keys: "uniform".into(),
-            clients,
-            value_bytes: 256,
-            ops_per_sec: ops,
-            p50_us: p99 / 2,
-            p99_us: p99,
-            p999_us: p99 * 2,
-            errors: 0,
-        }
+        crate::record::test_record(system, workload, consistency, clients, ops, p99)
     }
 
     fn row<'a>(table: &'a str, starts: &str) -> &'a str {
