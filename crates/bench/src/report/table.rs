@@ -127,10 +127,10 @@ pub fn markdown(runs: &[Record]) -> String {
     let value_sizes: std::collections::BTreeSet<usize> = runs.iter().map(|r| r.value_bytes).collect();
     let _ = writeln!(
         s,
-        "Closed loop, one operation in flight per client, no pipelining; values of {:?} bytes. \
+        "Closed loop, one operation in flight per client, no pipelining; values of {} bytes. \
          raftcache: 3 nodes, fsync, through the SDK. etcd: 3 members on loopback, default fsync. \
          Redis: one server, no persistence, one connection per client. Ratios are ops/s.\n",
-        value_sizes
+        value_sizes.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
     );
     s.push_str("## raftcache against etcd and Redis\n\n");
     s.push_str(&ratio_table(runs));
@@ -220,6 +220,7 @@ mod tests {
     fn markdown_lists_every_run() {
         let runs = vec![rec("redis", "read", "n/a", 1, 100.0, 10), rec("raftcache", "read", "eventual", 1, 50.0, 20)];
         let md = markdown(&runs);
+        assert!(md.contains("values of 256 bytes."), "{md}");
         assert!(md.contains("| redis | read | n/a | uniform | 1 | 256 | 100 |"), "{md}");
         assert!(md.contains("| raftcache | read | eventual | uniform | 1 | 256 | 50 |"), "{md}");
         assert!(row(&md, "| read | uniform | eventual | 1 |").ends_with("| 100 | 0.01 | 0.50× |"), "{md}");
