@@ -4,13 +4,17 @@
 //!   to every other group the node led) resume under a new leader, and every acknowledged write
 //!   is readable afterwards with the version it was acknowledged with;
 //! - a write retried with the same `(client_id, seq)` across the leader change applies once: the
-//!   retry returns the original version and does not overwrite a later write.
+//!   retry returns the original version and does not overwrite a later write;
+//! - a leader paused past its read lease, replaced, and resumed with linearizable reads already
+//!   queued for it never answers them from its old state.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
+use raftcache_proto::cache::Consistency as Pb;
 use raftcache_tests::*;
 
 /// One acknowledged write: key, value, version, group, when it was acknowledged.
@@ -200,4 +204,63 @@ async fn t40_distinct_writes_of_one_client_apply_in_any_order() {
         failed.len(),
         &failed[..failed.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t40_a_resumed_old_leader_does_not_serve_reads_from_an_expired_lease() {
+    let c = start(ClusterOptions { groups: 2, ..ClusterOptions::default() }).await;
+    let client = c.client().await.unwrap();
+    let group = client.group_of("t40", b"probe").unwrap();
+    let keys = keys_in_group(&client, "t40", group, "lease", 64);
+
+    for round in 0..3 {
+        let old = c.leader_of_within(group, Duration::from_secs(30)).await.unwrap();
+        let kvs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("r{round}-old-{k}"))).collect();
+        for (k, _, r) in set_many(&client, "t40", kvs, 16).await {
+            r.unwrap_or_else(|e| panic!("round {round}: set {k}: {e}"));
+        }
+        c.pause(old).unwrap();
+        // Another node takes over (the paused one is not asked) and overwrites every key.
+        let new = c.leader_of_within(group, Duration::from_secs(30)).await.unwrap();
+        assert_ne!(new, old, "round {round}: the paused node cannot still lead");
+        let via_new = c.client_of(new).await.unwrap();
+        let kvs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("r{round}-new-{k}"))).collect();
+        let mut versions = std::collections::HashMap::new();
+        for (k, _, r) in set_many(&via_new, "t40", kvs, 16).await {
+            versions.insert(k.clone(), r.unwrap_or_else(|e| panic!("round {round}: set {k}: {e}")).version);
+        }
+        // Linearizable reads reach the paused node's socket before it runs again, so it handles
+        // them while it may still believe it leads: only its lease check stands in the way.
+        let reads: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let read = raw_get(&c.addr(old), "t40", k, read_opts(Pb::Linearizable, 0, 0));
+                let k = k.clone();
+                tokio::spawn(async move { (k, read.await) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.resume(old).unwrap();
+        let mut served = 0;
+        for (k, r) in join_all(reads).await.into_iter().map(|r| r.unwrap()) {
+            match r {
+                Ok(r) => {
+                    served += 1;
+                    assert!(
+                        r.version >= versions[&k],
+                        "round {round}: linearizable read of {k} at resumed node {old} returned version {} ({:?}), \
+                         but version {} was acknowledged by node {new} before the read was sent",
+                        r.version,
+                        String::from_utf8_lossy(&r.value),
+                        versions[&k]
+                    );
+                }
+                Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {}
+                Err(s) => panic!("round {round}: read of {k} at node {old}: {s}"),
+            }
+        }
+        assert!(served > 0, "round {round}: the resumed node answered none of the reads (all refused)");
+        c.wait_ready(Duration::from_secs(30)).await.unwrap();
+    }
+    assert_no_panics(&c);
 }

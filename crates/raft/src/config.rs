@@ -25,6 +25,20 @@ pub struct RaftTuning {
     pub snapshot_every: u64,
     /// How many entries to keep in the log behind a snapshot (for followers that lag a little).
     pub keep_logs_behind_snapshot: u64,
+    /// Serve linearizable reads (and read indexes for follower reads) under a leader lease,
+    /// without a heartbeat round, while enough followers acknowledged recently (see
+    /// [`RaftTuning::read_lease`]). Off: every read index costs a heartbeat round.
+    pub lease_reads: bool,
+}
+
+impl RaftTuning {
+    /// How long after the send time of an append acknowledged by the lease quorum the leader may
+    /// rely on it: 9/10 of the election timeout's *lower* bound, while a follower refuses votes
+    /// for the upper bound after receiving an append. The gap (more than 2× by default) is the
+    /// allowance for clocks running at different rates; no wall clock is involved.
+    pub fn read_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_min_ms * 9 / 10)
+    }
 }
 
 impl Default for RaftTuning {
@@ -35,6 +49,7 @@ impl Default for RaftTuning {
             election_max_ms: 300,
             snapshot_every: 10_000,
             keep_logs_behind_snapshot: 1_000,
+            lease_reads: true,
         }
     }
 }

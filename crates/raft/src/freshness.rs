@@ -113,6 +113,32 @@ impl QuorumClock {
         Some(times[quorum - 1])
     }
 
+    /// The start of this leader's read lease in `term`: the newest send time `t` such that enough
+    /// followers acknowledged an append of `term` sent at or after `t` that, until their own
+    /// leases run out (openraft: a follower that accepted an append refuses every vote for
+    /// `election_timeout_max` after receiving it), the followers *not* holding such a lease plus
+    /// this leader are fewer than a majority. No other leader can then be elected before
+    /// `t + lease`, whoever this leader votes for. That takes `⌈n/2⌉` of the `n − 1` followers
+    /// (2 of 2 with 3 voters, 3 of 4 with 5); a single voter always holds the lease.
+    /// `None` while too few followers have acknowledged anything in `term`.
+    pub fn lease_start(&self, term: u64, me: u64, voters: &[u64], now: Instant) -> Option<Instant> {
+        let need = voters.len().div_ceil(2);
+        if voters.len() == 1 && voters[0] == me {
+            return Some(now);
+        }
+        let a = self.inner.lock().expect("quorum clock lock poisoned");
+        if a.term != term || need == 0 {
+            return None;
+        }
+        let mut times: Vec<Instant> =
+            voters.iter().filter(|v| **v != me).filter_map(|v| a.sent.get(v).copied()).collect();
+        if times.len() < need {
+            return None;
+        }
+        times.sort_unstable_by(|x, y| y.cmp(x));
+        Some(times[need - 1])
+    }
+
     /// How long ago the quorum confirmation of `term` was, at `now`.
     pub fn age(&self, term: u64, me: u64, voters: &[u64], now: Instant) -> Option<Duration> {
         self.confirmed_at(term, me, voters, now).map(|t| now.saturating_duration_since(t))
@@ -152,6 +178,30 @@ mod tests {
         clock.acked(3, 2, t0); // late answer from an older term
         assert_eq!(clock.confirmed_at(3, 1, &voters, t0), None);
         assert_eq!(clock.confirmed_at(5, 1, &voters, t0), Some(t0));
+    }
+
+    #[test]
+    fn the_read_lease_needs_acks_from_a_majority_of_followers_not_counting_the_leader() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let clock = QuorumClock::default();
+        // 3 voters: the leader's own vote could complete a rival's majority, so both followers.
+        clock.acked(7, 2, ms(10));
+        assert_eq!(clock.lease_start(7, 1, &[1, 2, 3], ms(50)), None, "one follower of two is not enough");
+        clock.acked(7, 3, ms(30));
+        assert_eq!(clock.lease_start(7, 1, &[1, 2, 3], ms(50)), Some(ms(10)), "the older of the two acks");
+        assert_eq!(clock.lease_start(8, 1, &[1, 2, 3], ms(50)), None, "acks of term 7 give no lease in term 8");
+        // 5 voters: 3 of the 4 followers.
+        let clock = QuorumClock::default();
+        for (f, t) in [(2, 40), (3, 10), (4, 30)] {
+            clock.acked(2, f, ms(t));
+        }
+        assert_eq!(clock.lease_start(2, 1, &[1, 2, 3, 4, 5], ms(50)), Some(ms(10)));
+        clock.acked(2, 5, ms(45));
+        assert_eq!(clock.lease_start(2, 1, &[1, 2, 3, 4, 5], ms(50)), Some(ms(30)), "the three newest of four");
+        // A single voter holds its lease; 2 voters need the one follower.
+        assert_eq!(QuorumClock::default().lease_start(1, 1, &[1], ms(5)), Some(ms(5)));
+        assert_eq!(QuorumClock::default().lease_start(1, 1, &[1, 2], ms(5)), None);
     }
 
     #[test]

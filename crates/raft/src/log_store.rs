@@ -8,6 +8,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -30,6 +32,10 @@ pub struct SledLogStore {
     durability: Durability,
     /// This node's id when the store belongs to a running group (see `read_vote`).
     owner: Option<u64>,
+    /// The highest commit index openraft has handed to `save_committed` since start (0 before).
+    /// openraft saves it before applying the entries up to it, so on a leader it covers every
+    /// write that was acknowledged (a write is acknowledged once applied).
+    committed: Arc<AtomicU64>,
 }
 
 fn read_err(e: impl ToString) -> StorageError<u64> {
@@ -53,6 +59,7 @@ impl SledLogStore {
             meta: db.open_tree(format!("g{group}/meta"))?,
             durability,
             owner: None,
+            committed: Arc::default(),
         })
     }
 
@@ -61,6 +68,11 @@ impl SledLogStore {
     pub fn owned_by(mut self, node: u64) -> Self {
         self.owner = Some(node);
         self
+    }
+
+    /// The highest commit index saved since this process started (see the field).
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
     }
 
     /// Whether this group has ever stored a vote or a log entry (it was initialized before).
@@ -154,6 +166,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
         // Not flushed on its own: losing it only means re-learning the commit index from a leader.
         self.meta.insert(COMMITTED, encode(&committed)).map_err(write_err)?;
+        if let Some(c) = committed {
+            self.committed.fetch_max(c.index, Ordering::AcqRel);
+        }
         Ok(())
     }
 

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Raft election timeout lower bound (ms); the upper bound is twice this.
     #[arg(long, default_value_t = 150)]
     pub election_timeout_ms: u64,
+    /// Confirm every linearizable read with a heartbeat round (ReadIndex) instead of serving it
+    /// under the leader's lease. The lease relies on the nodes' monotonic clocks running at
+    /// roughly the same rate (a 2× allowance by default), never on wall-clock time.
+    #[arg(long)]
+    pub no_lease_reads: bool,
     /// Dial peer ID at HOST:PORT instead of its advertised address (e.g. through a proxy);
     /// `ID=HOST:PORT`, repeatable or comma-separated.
     #[arg(long = "peer-addr", value_delimiter = ',')]

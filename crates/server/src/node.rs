@@ -95,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         election_max_ms: args.election_timeout_ms * 2,
         snapshot_every: args.snapshot_every,
         keep_logs_behind_snapshot: args.keep_logs,
+        lease_reads: !args.no_lease_reads,
     };
     let overrides = if args.peer_addrs.is_empty() {
         Default::default()
