@@ -92,6 +92,12 @@ impl<'de> Deserialize<'de> for Namespace {
 }
 
 impl CacheKey {
+    /// A copy that owns exactly its bytes. A key decoded from a request may be a slice of the
+    /// whole receive buffer; stored as is, it would keep that buffer alive as long as the key.
+    pub fn compact(&self) -> Self {
+        Self { ns: self.ns.clone(), key: Bytes::copy_from_slice(&self.key) }
+    }
+
     /// Validates both parts.
     pub fn new(ns: &str, key: impl Into<Bytes>) -> Result<Self> {
         let ns = Namespace::new(ns)?;

@@ -279,12 +279,14 @@ impl CacheState {
                 if let Err(rejection) = self.check(key, *cond) {
                     return Response::Rejected(rejection);
                 }
+                // Stored copies own exactly their bytes: on the leader, key and value are slices
+                // of the client's receive buffer, which would otherwise stay pinned with them.
                 let entry = Entry {
-                    value: value.clone(),
+                    value: Bytes::copy_from_slice(value),
                     version: index,
                     expires_at_ms: ttl_ms.map(|ttl| now.saturating_add(ttl)),
                 };
-                self.entries.insert(key.clone(), entry);
+                self.entries.insert(key.compact(), entry);
                 Response::Written { version: index }
             }
             Command::Delete { key, cond } => {
@@ -296,7 +298,7 @@ impl CacheState {
             }
             Command::Invalidate { key } => {
                 self.entries.remove(key);
-                self.fences.record(key.clone(), index, now);
+                self.fences.record(key.compact(), index, now);
                 Response::Invalidated { fence: index }
             }
             Command::Expire { as_of_ms, keys } => {
