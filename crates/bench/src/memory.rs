@@ -40,6 +40,9 @@ pub struct MemoryArgs {
     /// How long to let snapshots and log purges run after the load before measuring.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    /// More `raftcache serve` flags for every node (repeatable), e.g. `--serve-arg=--disk-cache-mb=64`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
     /// An empty Redis (host:port) to load the same keys into for comparison.
     #[arg(long)]
     pub redis: Option<String>,
@@ -71,6 +74,7 @@ struct MemoryReport {
     groups: u64,
     replicas: u64,
     durability: &'static str,
+    serve_args: Vec<String>,
     raftcache: Vec<NodeMemory>,
     /// The largest per-node cost.
     raftcache_bytes_per_key: f64,
@@ -148,7 +152,14 @@ pub async fn run(a: MemoryArgs) -> anyhow::Result<()> {
     ensure!(a.clients > 0, "--clients must be at least 1");
     let durability = if a.fsync { Durability::Fsync } else { Durability::Async };
     let replicas = a.nodes.min(3);
-    let opts = ClusterOptions { nodes: a.nodes, groups: a.groups, replicas, durability, ..Default::default() };
+    let opts = ClusterOptions {
+        nodes: a.nodes,
+        groups: a.groups,
+        replicas,
+        durability,
+        extra_args: a.serve_args.clone(),
+        ..Default::default()
+    };
     let cluster = Cluster::start(opts).await?;
     let before = node_rss(&cluster)?;
     let endpoints = cluster.endpoints();
@@ -189,6 +200,7 @@ pub async fn run(a: MemoryArgs) -> anyhow::Result<()> {
         groups: a.groups,
         replicas,
         durability: durability.as_arg(),
+        serve_args: a.serve_args.clone(),
         raftcache: nodes,
         raftcache_bytes_per_key: worst,
         redis,

@@ -75,8 +75,12 @@ fn load_or_create_identity(db: &sled::Db, args: &ServeArgs) -> anyhow::Result<Id
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
-    let db =
-        sled::Config::new().path(args.data_dir.join("db")).flush_every_ms(Some(500)).open().with_context(|| {
+    let db = sled::Config::new()
+        .path(args.data_dir.join("db"))
+        .flush_every_ms(Some(500))
+        .cache_capacity(args.disk_cache_mb.saturating_mul(1 << 20))
+        .open()
+        .with_context(|| {
             format!("cannot open the database in {} (is another node using it?)", args.data_dir.display())
         })?;
     let ident = load_or_create_identity(&db, &args)?;
