@@ -12,7 +12,7 @@ use clap::Args;
 use raftcache_testkit::{Cluster, ClusterOptions, Durability};
 use serde::Serialize;
 
-use crate::adapter::{Adapter, Level, System};
+use crate::adapter::{redis_client, Adapter, Level, System};
 use crate::load;
 
 /// `raftcache-bench memory`.
@@ -116,9 +116,7 @@ async fn redis_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyh
 }
 
 async fn measure_redis(a: &MemoryArgs, addr: &str) -> anyhow::Result<RedisMemory> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("redis://{addr}/") };
-    let mut conn = redis::Client::open(url.as_str())
-        .with_context(|| format!("bad redis address {addr:?}"))?
+    let mut conn = redis_client(addr)?
         .get_multiplexed_async_connection()
         .await
         .with_context(|| format!("connecting to redis at {addr}"))?;
@@ -173,9 +171,8 @@ pub async fn run(a: MemoryArgs) -> anyhow::Result<()> {
     cluster.wait_converged(&cluster.data_groups(), Duration::from_secs(120)).await?;
     tokio::time::sleep(a.settle).await;
     let after = node_rss(&cluster)?;
-    // Each node holds replicas of groups × replicas / nodes groups, so about that share of keys.
-    let share = (a.groups * replicas) as f64 / (a.groups * a.nodes) as f64;
-    let keys_per_node = a.keys as f64 * share;
+    // Groups are placed round-robin, so each node holds about replicas / nodes of the keys.
+    let keys_per_node = a.keys as f64 * replicas as f64 / a.nodes as f64;
     let nodes: Vec<NodeMemory> = before
         .iter()
         .zip(&after)

@@ -105,12 +105,7 @@ impl QuorumClock {
                 }
             })
             .collect();
-        let quorum = voters.len() / 2 + 1;
-        if times.len() < quorum {
-            return None;
-        }
-        times.sort_unstable_by(|x, y| y.cmp(x));
-        Some(times[quorum - 1])
+        kth_newest(&mut times, voters.len() / 2 + 1)
     }
 
     /// The start of this leader's read lease in `term`: the newest send time `t` such that enough
@@ -127,22 +122,27 @@ impl QuorumClock {
             return Some(now);
         }
         let a = self.inner.lock().expect("quorum clock lock poisoned");
-        if a.term != term || need == 0 {
+        if a.term != term {
             return None;
         }
         let mut times: Vec<Instant> =
             voters.iter().filter(|v| **v != me).filter_map(|v| a.sent.get(v).copied()).collect();
-        if times.len() < need {
-            return None;
-        }
-        times.sort_unstable_by(|x, y| y.cmp(x));
-        Some(times[need - 1])
+        kth_newest(&mut times, need)
     }
 
     /// How long ago the quorum confirmation of `term` was, at `now`.
     pub fn age(&self, term: u64, me: u64, voters: &[u64], now: Instant) -> Option<Duration> {
         self.confirmed_at(term, me, voters, now).map(|t| now.saturating_duration_since(t))
     }
+}
+
+/// The `k`-th newest of `times` (1-based); `None` if `k` is 0 or there are fewer than `k`.
+fn kth_newest(times: &mut [Instant], k: usize) -> Option<Instant> {
+    if k == 0 || times.len() < k {
+        return None;
+    }
+    times.sort_unstable_by(|x, y| y.cmp(x));
+    Some(times[k - 1])
 }
 
 #[cfg(test)]

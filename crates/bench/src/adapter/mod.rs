@@ -21,6 +21,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 pub use self::raftcache::NS;
+pub use self::redis::client as redis_client;
 
 /// Whether this build has the etcd adapter (cargo feature `etcd`).
 pub const ETCD_BUILT_IN: bool = cfg!(feature = "etcd");

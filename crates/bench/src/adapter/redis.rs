@@ -13,11 +13,16 @@ pub struct RedisAdapter {
     conn: MultiplexedConnection,
 }
 
+/// A Redis client for `addr` (`host:port`, or a `redis://` URL).
+pub fn client(addr: &str) -> anyhow::Result<redis::Client> {
+    let url = if addr.contains("://") { addr.to_string() } else { format!("redis://{addr}/") };
+    redis::Client::open(url.as_str()).with_context(|| format!("bad redis address {addr:?}"))
+}
+
 impl RedisAdapter {
     /// Connects to `addr` (`host:port`, or a `redis://` URL).
     pub async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let url = if addr.contains("://") { addr.to_string() } else { format!("redis://{addr}/") };
-        let client = redis::Client::open(url.as_str()).with_context(|| format!("bad redis address {addr:?}"))?;
+        let client = client(addr)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(10));
