@@ -8,6 +8,8 @@ use raftcache_core::{CacheKey, GroupId, NodeId};
 use raftcache_proto::admin::admin_service_client::AdminServiceClient;
 use raftcache_proto::admin::{StatusRequest, StatusResponse, TransferLeaderRequest, TriggerSnapshotRequest};
 use raftcache_proto::cache::cache_service_client::CacheServiceClient;
+use raftcache_proto::cache::pipeline_call::Op;
+use raftcache_proto::cache::pipeline_result::Outcome;
 use raftcache_proto::cache::{
     self as pb, DeleteRequest, GetRequest, InvalidateRequest, ReadOptions, SetRequest, TopologyRequest, WriteId,
 };
@@ -16,8 +18,21 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::error::{Error, Result};
+use crate::pipe::Pipe;
 use crate::options::{ClientOptions, Condition, Consistency, GetResult, SetOptions, WriteResult};
 use crate::topology::TopologyView;
+
+/// A node answered a call with the outcome of another kind of call.
+fn mismatched(call: &str, got: &Outcome) -> Status {
+    let got = match got {
+        Outcome::Get(_) => "get",
+        Outcome::Set(_) => "set",
+        Outcome::Delete(_) => "delete",
+        Outcome::Invalidate(_) => "invalidate",
+        Outcome::Failure(_) => "failure",
+    };
+    Status::internal(format!("the node answered a {call} call with the result of a {got}"))
+}
 
 /// Largest message the client sends or accepts (values are at most 8 MiB by default).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -36,6 +51,8 @@ struct Inner {
     seq: AtomicU64,
     topology: RwLock<Option<TopologyView>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Node address → the pipeline every data call to it goes through.
+    pipes: Mutex<HashMap<String, Pipe>>,
     /// Group → highest index this client has seen (its session token).
     sessions: Mutex<HashMap<GroupId, u64>>,
 }
@@ -78,6 +95,7 @@ impl Client {
                 seq: AtomicU64::new(0),
                 topology: RwLock::new(None),
                 channels: Mutex::new(HashMap::new()),
+                pipes: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
             }),
         };
@@ -146,6 +164,17 @@ impl Client {
         Ok(c)
     }
 
+    /// The pipeline to `addr`, opened again if its stream ended.
+    fn pipe(&self, addr: &str) -> Result<Pipe> {
+        let mut pipes = self.inner.pipes.lock().expect("pipe map lock poisoned");
+        if let Some(p) = pipes.get(addr).filter(|p| !p.is_closed()) {
+            return Ok(p.clone());
+        }
+        let p = Pipe::open(self.cache_client(addr)?, addr);
+        pipes.insert(addr.to_owned(), p.clone());
+        Ok(p)
+    }
+
     fn cache_client(&self, addr: &str) -> Result<CacheServiceClient<Channel>> {
         Ok(CacheServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -208,7 +237,7 @@ impl Client {
     /// Runs `op` against the chosen node until it succeeds, fails for good, or the deadline passes.
     async fn with_retries<T, F, Fut>(&self, group: GroupId, target: Target, mut op: F) -> Result<T>
     where
-        F: FnMut(CacheServiceClient<Channel>, Duration) -> Fut,
+        F: FnMut(Pipe, Duration) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Status>>,
     {
         let deadline = Instant::now() + self.inner.options.timeout;
@@ -220,7 +249,7 @@ impl Client {
                 return Err(Error::DeadlineExceeded(format!("no answer for group {group} within the deadline")));
             }
             let addr = hinted.take().unwrap_or_else(|| self.pick(group, &target, attempt));
-            let err = match op(self.cache_client(&addr)?, remaining.min(self.inner.options.attempt_timeout)).await {
+            let err = match op(self.pipe(&addr)?, remaining.min(self.inner.options.attempt_timeout)).await {
                 Ok(v) => return Ok(v),
                 Err(status) => status,
             };
@@ -289,14 +318,18 @@ impl Client {
             }
         };
         let res = self
-            .with_retries(group, target, |mut c, remaining| {
-                let mut req = tonic::Request::new(GetRequest {
+            .with_retries(group, target, |pipe, remaining| {
+                let req = GetRequest {
                     namespace: ns.to_owned(),
                     key: Bytes::copy_from_slice(key),
                     read: Some(ReadOptions { consistency: level as i32, min_index, max_staleness_ms }),
-                });
-                req.set_timeout(remaining);
-                async move { c.get(req).await.map(|r| r.into_inner()) }
+                };
+                async move {
+                    match pipe.call(Op::Get(req), remaining).await? {
+                        Outcome::Get(r) => Ok(r),
+                        other => Err(mismatched("get", &other)),
+                    }
+                }
             })
             .await?;
         let header = res.header.unwrap_or_default();
@@ -339,8 +372,8 @@ impl Client {
         };
         let id = self.write_id();
         let res = self
-            .with_retries(group, Target::Leader, |mut c, remaining| {
-                let mut req = tonic::Request::new(SetRequest {
+            .with_retries(group, Target::Leader, |pipe, remaining| {
+                let req = SetRequest {
                     namespace: ns.to_owned(),
                     key: Bytes::copy_from_slice(key),
                     value: value.clone(),
@@ -348,9 +381,13 @@ impl Client {
                     if_absent,
                     if_version,
                     id,
-                });
-                req.set_timeout(remaining);
-                async move { c.set(req).await.map(|r| r.into_inner()) }
+                };
+                async move {
+                    match pipe.call(Op::Set(req), remaining).await? {
+                        Outcome::Set(r) => Ok(r),
+                        other => Err(mismatched("set", &other)),
+                    }
+                }
             })
             .await?;
         let h = res.header.unwrap_or_default();
@@ -375,15 +412,14 @@ impl Client {
         let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
         let id = self.write_id();
         let res = self
-            .with_retries(group, Target::Leader, |mut c, remaining| {
-                let mut req = tonic::Request::new(DeleteRequest {
-                    namespace: ns.to_owned(),
-                    key: Bytes::copy_from_slice(key),
-                    if_version,
-                    id,
-                });
-                req.set_timeout(remaining);
-                async move { c.delete(req).await.map(|r| r.into_inner()) }
+            .with_retries(group, Target::Leader, |pipe, remaining| {
+                let req = DeleteRequest { namespace: ns.to_owned(), key: Bytes::copy_from_slice(key), if_version, id };
+                async move {
+                    match pipe.call(Op::Delete(req), remaining).await? {
+                        Outcome::Delete(r) => Ok(r),
+                        other => Err(mismatched("delete", &other)),
+                    }
+                }
             })
             .await?;
         let h = res.header.unwrap_or_default();
@@ -404,14 +440,14 @@ impl Client {
         let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
         let id = self.write_id();
         let res = self
-            .with_retries(group, Target::Leader, |mut c, remaining| {
-                let mut req = tonic::Request::new(InvalidateRequest {
-                    namespace: ns.to_owned(),
-                    key: Bytes::copy_from_slice(key),
-                    id,
-                });
-                req.set_timeout(remaining);
-                async move { c.invalidate(req).await.map(|r| r.into_inner()) }
+            .with_retries(group, Target::Leader, |pipe, remaining| {
+                let req = InvalidateRequest { namespace: ns.to_owned(), key: Bytes::copy_from_slice(key), id };
+                async move {
+                    match pipe.call(Op::Invalidate(req), remaining).await? {
+                        Outcome::Invalidate(r) => Ok(r),
+                        other => Err(mismatched("invalidate", &other)),
+                    }
+                }
             })
             .await?;
         let h = res.header.unwrap_or_default();

@@ -28,6 +28,7 @@
 mod client;
 mod error;
 mod options;
+mod pipe;
 mod topology;
 
 pub use client::Client;

@@ -11,7 +11,7 @@ use raftcache_core::{
 use raftcache_proto::cache::cache_service_server::CacheService;
 use raftcache_proto::cache::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GroupInfo, InvalidateRequest,
-    InvalidateResponse, NodeInfo, SetRequest, SetResponse, TopologyRequest, TopologyResponse,
+    InvalidateResponse, NodeInfo, PipelineRequest, SetRequest, SetResponse, TopologyRequest, TopologyResponse,
 };
 use raftcache_raft::{Group, ReadIndexError};
 use tonic::{Request, Response, Status};
@@ -29,12 +29,15 @@ const SESSION_CATCH_UP: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct CacheServiceImpl {
     router: Arc<Router>,
+    /// Becomes true when the node shuts down: pipelines then stop taking calls and end once the
+    /// calls they took are answered (a server's graceful stop waits for every open stream).
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CacheServiceImpl {
-    /// Serves through `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
+    /// Serves through `router` until `shutdown` becomes true.
+    pub fn new(router: Arc<Router>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { router, shutdown }
     }
 
     fn read_here(&self, g: &Group, key: &CacheKey) -> GetResponse {
@@ -294,6 +297,15 @@ impl CacheService for CacheServiceImpl {
                     .await
             }
         }
+    }
+
+    type PipelineStream = crate::pipeline::ResultStream;
+
+    async fn pipeline(
+        &self,
+        req: Request<tonic::Streaming<PipelineRequest>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        Ok(Response::new(crate::pipeline::serve(self.clone(), req.into_inner(), self.shutdown.clone())))
     }
 
     async fn topology(&self, _req: Request<TopologyRequest>) -> Result<Response<TopologyResponse>, Status> {

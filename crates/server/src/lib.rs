@@ -29,5 +29,6 @@ pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod node;
+pub mod pipeline;
 pub mod router;
 pub mod sweeper;

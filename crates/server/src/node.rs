@@ -150,7 +150,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .initial_connection_window_size(Some(8 * 1024 * 1024))
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .add_service(
-            CacheServiceServer::new(CacheServiceImpl::new(router.clone()))
+            CacheServiceServer::new(CacheServiceImpl::new(router.clone(), shutdown_rx.clone()))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         )
