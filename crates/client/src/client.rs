@@ -113,11 +113,16 @@ impl Client {
         self.inner.topology.read().expect("topology lock poisoned").clone()
     }
 
+    /// `f` applied to the current topology, without copying it (the hash ring alone has
+    /// thousands of points; every call routes through here).
+    fn with_view<R>(&self, f: impl FnOnce(&TopologyView) -> R) -> Option<R> {
+        self.inner.topology.read().expect("topology lock poisoned").as_ref().map(f)
+    }
+
     /// The group that owns `ns/key` (validates the key).
     pub fn group_of(&self, ns: &str, key: &[u8]) -> Result<GroupId> {
         let key = Self::key(ns, key)?;
-        let topo = self.topology().ok_or_else(|| Error::Unavailable("no topology".into()))?;
-        Ok(topo.group_for(&key))
+        self.with_view(|t| t.group_for(&key)).ok_or_else(|| Error::Unavailable("no topology".into()))
     }
 
     /// The session token of `group`: the highest index this client wrote or read there.
@@ -214,9 +219,8 @@ impl Client {
     /// Picks the node for one attempt: the group's leader, or a random replica; any endpoint as
     /// the fallback (it forwards).
     fn pick(&self, group: GroupId, target: &Target, attempt: u32) -> String {
-        let topo = self.topology();
         let mut rng = rand::thread_rng();
-        if let Some(t) = topo {
+        let chosen = self.with_view(|t| {
             let replicas = t.replicas(group);
             let node = match target {
                 Target::Leader if attempt < 4 => t.leaders.get(&group).copied(),
@@ -227,11 +231,9 @@ impl Client {
                 let nodes: Vec<_> = t.topology.nodes.keys().copied().collect();
                 (!nodes.is_empty()).then(|| nodes[rng.gen_range(0..nodes.len())])
             });
-            if let Some(addr) = node.and_then(|n| t.addr(n)) {
-                return addr.to_owned();
-            }
-        }
-        self.inner.endpoints[rng.gen_range(0..self.inner.endpoints.len())].clone()
+            node.and_then(|n| t.addr(n)).map(str::to_owned)
+        });
+        chosen.flatten().unwrap_or_else(|| self.inner.endpoints[rng.gen_range(0..self.inner.endpoints.len())].clone())
     }
 
     /// Runs `op` against the chosen node until it succeeds, fails for good, or the deadline passes.
@@ -305,7 +307,7 @@ impl Client {
     /// Get at the given consistency level.
     pub async fn get_with(&self, ns: &str, key: &[u8], consistency: Consistency) -> Result<GetResult> {
         let k = Self::key(ns, key)?;
-        let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
+        let group = self.with_view(|t| t.group_for(&k)).unwrap_or(0);
         let (level, min_index, max_staleness_ms, target) = match consistency {
             Consistency::Linearizable => (pb::Consistency::Linearizable, 0, 0, Target::Leader),
             Consistency::FollowerLinearizable => (pb::Consistency::FollowerLinearizable, 0, 0, Target::Replica),
@@ -358,7 +360,7 @@ impl Client {
         opts: SetOptions,
     ) -> Result<WriteResult> {
         let k = Self::key(ns, key)?;
-        let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
+        let group = self.with_view(|t| t.group_for(&k)).unwrap_or(0);
         let value = value.into();
         let ttl_ms = match opts.ttl {
             Some(d) if d.is_zero() => return Err(Error::InvalidArgument("ttl must be greater than zero".into())),
@@ -409,7 +411,7 @@ impl Client {
     /// Delete, optionally only if the key's version is `if_version`.
     pub async fn delete_with(&self, ns: &str, key: &[u8], if_version: Option<u64>) -> Result<WriteResult> {
         let k = Self::key(ns, key)?;
-        let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
+        let group = self.with_view(|t| t.group_for(&k)).unwrap_or(0);
         let id = self.write_id();
         let res = self
             .with_retries(group, Target::Leader, |pipe, remaining| {
@@ -437,7 +439,7 @@ impl Client {
     /// version is rejected. Returns the fence as `version`.
     pub async fn invalidate(&self, ns: &str, key: &[u8]) -> Result<WriteResult> {
         let k = Self::key(ns, key)?;
-        let group = self.topology().map(|t| t.group_for(&k)).unwrap_or(0);
+        let group = self.with_view(|t| t.group_for(&k)).unwrap_or(0);
         let id = self.write_id();
         let res = self
             .with_retries(group, Target::Leader, |pipe, remaining| {

@@ -112,12 +112,15 @@ fn unexpected(r: &Applied) -> ServeError {
     ServeError::Internal(format!("unexpected state machine response {r:?}"))
 }
 
-#[tonic::async_trait]
-impl CacheService for CacheServiceImpl {
-    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let deadline = deadline_of(&req);
-        let msg = req.into_inner();
+/// The handlers, shared by the unary RPCs and the pipeline. `forwarded`: another node sent the
+/// request (it must not be forwarded again).
+impl CacheServiceImpl {
+    pub(crate) async fn serve_get(
+        &self,
+        msg: GetRequest,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<Response<GetResponse>, Status> {
         let key = write_key(&msg.namespace, &msg.key)?;
         let read = msg.read.unwrap_or_default();
         let level = Consistency::try_from(read.consistency).map_err(|_| {
@@ -211,10 +214,12 @@ impl CacheService for CacheServiceImpl {
         }
     }
 
-    async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let deadline = deadline_of(&req);
-        let msg = req.into_inner();
+    pub(crate) async fn serve_set(
+        &self,
+        msg: SetRequest,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<Response<SetResponse>, Status> {
         let key = write_key(&msg.namespace, &msg.key)?;
         validate_value(msg.value.len(), self.router.max_value_bytes).map_err(ServeError::from)?;
         if msg.ttl_ms != 0 {
@@ -247,10 +252,12 @@ impl CacheService for CacheServiceImpl {
         }
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let deadline = deadline_of(&req);
-        let msg = req.into_inner();
+    pub(crate) async fn serve_delete(
+        &self,
+        msg: DeleteRequest,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let key = write_key(&msg.namespace, &msg.key)?;
         let group = self.router.group_for(&key);
         let cond = msg.if_version.map(Condition::IfVersion).unwrap_or_default();
@@ -271,10 +278,12 @@ impl CacheService for CacheServiceImpl {
         }
     }
 
-    async fn invalidate(&self, req: Request<InvalidateRequest>) -> Result<Response<InvalidateResponse>, Status> {
-        let forwarded = is_forwarded(&req);
-        let deadline = deadline_of(&req);
-        let msg = req.into_inner();
+    pub(crate) async fn serve_invalidate(
+        &self,
+        msg: InvalidateRequest,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<Response<InvalidateResponse>, Status> {
         let key = write_key(&msg.namespace, &msg.key)?;
         let group = self.router.group_for(&key);
         let cmd = if self.router.bugs.no_fence {
@@ -297,6 +306,30 @@ impl CacheService for CacheServiceImpl {
                     .await
             }
         }
+    }
+
+}
+
+#[tonic::async_trait]
+impl CacheService for CacheServiceImpl {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
+        self.serve_get(req.into_inner(), forwarded, deadline).await
+    }
+
+    async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
+        self.serve_set(req.into_inner(), forwarded, deadline).await
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
+        self.serve_delete(req.into_inner(), forwarded, deadline).await
+    }
+
+    async fn invalidate(&self, req: Request<InvalidateRequest>) -> Result<Response<InvalidateResponse>, Status> {
+        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
+        self.serve_invalidate(req.into_inner(), forwarded, deadline).await
     }
 
     type PipelineStream = crate::pipeline::ResultStream;

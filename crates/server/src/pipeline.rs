@@ -8,18 +8,18 @@
 //! client can make a node queue unbounded work or results.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use prost::Message;
-use raftcache_proto::cache::cache_service_server::CacheService;
 use raftcache_proto::cache::pipeline_call::Op;
 use raftcache_proto::cache::pipeline_result::Outcome;
 use raftcache_proto::cache::{PipelineCall, PipelineFailure, PipelineRequest, PipelineResponse, PipelineResult};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use crate::cache_service::CacheServiceImpl;
+use crate::router::{DEFAULT_DEADLINE, MAX_DEADLINE};
 
 /// Calls of one stream in service at once.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -120,13 +120,13 @@ fn results(out: Outbound) -> impl Stream<Item = Result<PipelineResponse, Status>
 }
 
 async fn serve_call(service: &CacheServiceImpl, call: PipelineCall) -> PipelineResult {
-    let timeout = (call.timeout_ms != 0).then(|| Duration::from_millis(call.timeout_ms));
+    let deadline = Instant::now() + call_timeout(call.timeout_ms);
     let outcome = match call.op {
-        Some(Op::Get(r)) => service.get(request(r, timeout)).await.map(|r| Outcome::Get(r.into_inner())),
-        Some(Op::Set(r)) => service.set(request(r, timeout)).await.map(|r| Outcome::Set(r.into_inner())),
-        Some(Op::Delete(r)) => service.delete(request(r, timeout)).await.map(|r| Outcome::Delete(r.into_inner())),
+        Some(Op::Get(r)) => service.serve_get(r, false, deadline).await.map(|r| Outcome::Get(r.into_inner())),
+        Some(Op::Set(r)) => service.serve_set(r, false, deadline).await.map(|r| Outcome::Set(r.into_inner())),
+        Some(Op::Delete(r)) => service.serve_delete(r, false, deadline).await.map(|r| Outcome::Delete(r.into_inner())),
         Some(Op::Invalidate(r)) => {
-            service.invalidate(request(r, timeout)).await.map(|r| Outcome::Invalidate(r.into_inner()))
+            service.serve_invalidate(r, false, deadline).await.map(|r| Outcome::Invalidate(r.into_inner()))
         }
         None => Err(Status::invalid_argument(format!(
             "pipeline call {} names no operation (expected get, set, delete or invalidate)",
@@ -136,12 +136,13 @@ async fn serve_call(service: &CacheServiceImpl, call: PipelineCall) -> PipelineR
     PipelineResult { id: call.id, outcome: Some(outcome.unwrap_or_else(|s| Outcome::Failure(failure(&s)))) }
 }
 
-fn request<T>(msg: T, timeout: Option<Duration>) -> Request<T> {
-    let mut req = Request::new(msg);
-    if let Some(t) = timeout {
-        req.set_timeout(t);
+/// A call's time budget: its `timeout_ms`, as a unary call's `grpc-timeout` is read.
+fn call_timeout(timeout_ms: u64) -> Duration {
+    if timeout_ms == 0 {
+        DEFAULT_DEADLINE
+    } else {
+        Duration::from_millis(timeout_ms).min(MAX_DEADLINE)
     }
-    req
 }
 
 /// `s` as a result: code, message and the `x-raftcache-*` metadata clients act on.

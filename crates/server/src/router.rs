@@ -29,6 +29,8 @@ pub const FORWARDED: &str = "x-raftcache-forwarded";
 pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
 /// Deadline used when a request carries none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest deadline a request may ask for.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A planted bug (fault-injection builds only), so the fault suite can prove it detects it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -284,7 +286,7 @@ pub fn deadline_of<T>(req: &tonic::Request<T>) -> Instant {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .unwrap_or(DEFAULT_DEADLINE)
-        .min(Duration::from_secs(60));
+        .min(MAX_DEADLINE);
     Instant::now() + timeout
 }
 
