@@ -6,11 +6,6 @@ use clap::{Parser, Subcommand};
 use raftcache_server::config::ServeArgs;
 use raftcache_server::ctl::{self, CtlArgs};
 
-/// jemalloc instead of glibc's malloc: a node's memory per key falls by about a fifth
-/// (`raftcache-bench memory`; glibc keeps freed memory in per-thread arenas), throughput unchanged.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(name = "raftcache", version, about = "A Raft-replicated, consistent cache cluster")]
 struct Cli {
