@@ -13,7 +13,8 @@ use bytes::Bytes;
 use raftcache_proto::cache::pipeline_call::Op;
 use raftcache_proto::cache::pipeline_result::Outcome;
 use raftcache_proto::cache::{
-    Consistency as Pb, DeleteRequest, GetRequest, InvalidateRequest, PipelineCall, SetRequest, PipelineRequest, PipelineResponse,
+    Consistency as Pb, DeleteRequest, GetRequest, InvalidateRequest, PipelineCall, PipelineRequest, PipelineResponse,
+    SetRequest,
 };
 use raftcache_tests::*;
 use tokio::sync::mpsc;
@@ -137,18 +138,20 @@ async fn t15_pipeline_calls_answer_like_unary_calls() {
     assert_eq!(piped_refusal.message(), unary_refusal.message(), "stale set: message");
     for key in ["x-raftcache-error", "x-raftcache-version"] {
         assert!(unary_refusal.metadata().get(key).is_some(), "the unary refusal carries {key}");
-        assert_eq!(
-            piped_refusal.metadata().get(key),
-            unary_refusal.metadata().get(key),
-            "stale set: metadata {key}"
-        );
+        assert_eq!(piped_refusal.metadata().get(key), unary_refusal.metadata().get(key), "stale set: metadata {key}");
     }
-    assert_status("a call with no operation", Err::<(), _>(failure_of("no op", &got[&3])), Code::InvalidArgument, &[
-        "operation",
-    ]);
-    assert_status("a set with an empty key", Err::<(), _>(failure_of("empty key", &got[&4])), Code::InvalidArgument, &[
-        "key",
-    ]);
+    assert_status(
+        "a call with no operation",
+        Err::<(), _>(failure_of("no op", &got[&3])),
+        Code::InvalidArgument,
+        &["operation"],
+    );
+    assert_status(
+        "a set with an empty key",
+        Err::<(), _>(failure_of("empty key", &got[&4])),
+        Code::InvalidArgument,
+        &["key"],
+    );
     let fence = match &got[&5] {
         Outcome::Invalidate(r) => r.fence,
         other => panic!("invalidate t15/b: {other:?}"),

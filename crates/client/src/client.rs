@@ -18,8 +18,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::error::{Error, Result};
-use crate::pipe::Pipe;
 use crate::options::{ClientOptions, Condition, Consistency, GetResult, SetOptions, WriteResult};
+use crate::pipe::Pipe;
 use crate::topology::TopologyView;
 
 /// A node answered a call with the outcome of another kind of call.

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::wall_ms;
 use crate::error::ServeError;
-use crate::router::{client_seq, deadline_of, is_forwarded, Hop, Local, Router};
+use crate::router::{client_seq, unpack, Hop, Local, Router};
 
 /// Default bound of EVENTUAL reads that name none.
 const DEFAULT_MAX_STALENESS_MS: u64 = 5_000;
@@ -307,29 +307,28 @@ impl CacheServiceImpl {
             }
         }
     }
-
 }
 
 #[tonic::async_trait]
 impl CacheService for CacheServiceImpl {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
-        self.serve_get(req.into_inner(), forwarded, deadline).await
+        let (msg, forwarded, deadline) = unpack(req);
+        self.serve_get(msg, forwarded, deadline).await
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
-        self.serve_set(req.into_inner(), forwarded, deadline).await
+        let (msg, forwarded, deadline) = unpack(req);
+        self.serve_set(msg, forwarded, deadline).await
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
-        self.serve_delete(req.into_inner(), forwarded, deadline).await
+        let (msg, forwarded, deadline) = unpack(req);
+        self.serve_delete(msg, forwarded, deadline).await
     }
 
     async fn invalidate(&self, req: Request<InvalidateRequest>) -> Result<Response<InvalidateResponse>, Status> {
-        let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
-        self.serve_invalidate(req.into_inner(), forwarded, deadline).await
+        let (msg, forwarded, deadline) = unpack(req);
+        self.serve_invalidate(msg, forwarded, deadline).await
     }
 
     type PipelineStream = crate::pipeline::ResultStream;

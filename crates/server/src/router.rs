@@ -273,6 +273,12 @@ pub fn client_seq(id: Option<WriteId>) -> Option<ClientSeq> {
     id.filter(|i| i.client_id != 0).map(|i| ClientSeq { client_id: i.client_id, seq: i.seq })
 }
 
+/// A unary request's message, whether another node forwarded it, and its deadline.
+pub fn unpack<T>(req: tonic::Request<T>) -> (T, bool, Instant) {
+    let (forwarded, deadline) = (is_forwarded(&req), deadline_of(&req));
+    (req.into_inner(), forwarded, deadline)
+}
+
 /// Whether another node forwarded this request.
 pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
