@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Condition, Rejection, Request, Response};
 use crate::key::CacheKey;
-use entries::Entries;
+use entries::{Entries, Meta};
 use fences::Fences;
 use sessions::{Dedup, Sessions};
 
@@ -185,7 +185,7 @@ impl CacheState {
     pub fn get(&self, key: &CacheKey, now_ms: u64) -> ReadResult {
         let at = now_ms.max(self.now_ms);
         match self.entries.get(key) {
-            Some(entry) if entry.is_live_at(at) => ReadResult::Found(entry.clone()),
+            Some(entry) if entry.is_live_at(at) => ReadResult::Found(entry),
             _ => ReadResult::Missing { version: self.fence_at(key, at).unwrap_or(0) },
         }
     }
@@ -243,8 +243,8 @@ impl CacheState {
     }
 
     /// The live entry of `key` at the current leader time.
-    fn live(&self, key: &CacheKey) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| e.is_live_at(self.now_ms))
+    fn live(&self, key: &CacheKey) -> Option<Meta> {
+        self.entries.meta(key).filter(|e| e.is_live_at(self.now_ms))
     }
 
     /// Checks `cond` against `key` at the current leader time.
@@ -279,14 +279,9 @@ impl CacheState {
                 if let Err(rejection) = self.check(key, *cond) {
                     return Response::Rejected(rejection);
                 }
-                // Stored copies own exactly their bytes: on the leader, key and value are slices
+                // The stored copy owns exactly its bytes: on the leader, key and value are slices
                 // of the client's receive buffer, which would otherwise stay pinned with them.
-                let entry = Entry {
-                    value: Bytes::copy_from_slice(value),
-                    version: index,
-                    expires_at_ms: ttl_ms.map(|ttl| now.saturating_add(ttl)),
-                };
-                self.entries.insert(key.compact(), entry);
+                self.entries.insert(key, value, index, ttl_ms.map(|ttl| now.saturating_add(ttl)));
                 Response::Written { version: index }
             }
             Command::Delete { key, cond } => {
@@ -305,7 +300,7 @@ impl CacheState {
                 let cutoff = (*as_of_ms).min(now);
                 let mut removed = 0u32;
                 for key in keys {
-                    let expired = self.entries.get(key).is_some_and(|e| !e.is_live_at(cutoff));
+                    let expired = self.entries.meta(key).is_some_and(|e| !e.is_live_at(cutoff));
                     if expired {
                         self.entries.remove(key);
                         removed = removed.saturating_add(1);

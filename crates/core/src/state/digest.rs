@@ -92,11 +92,13 @@ impl CacheState {
         h.u64(self.last_index);
 
         h.u64(self.entries.len() as u64);
-        for (key, entry) in self.entries.map() {
-            h.key(key);
-            h.bytes(&entry.value);
-            h.u64(entry.version);
-            h.opt(entry.expires_at_ms);
+        for e in self.entries.sorted() {
+            // The same bytes as `h.key` of the entry's CacheKey.
+            h.bytes(e.ns().as_bytes());
+            h.bytes(e.key());
+            h.bytes(e.value());
+            h.u64(e.version());
+            h.opt(e.expires_at_ms());
         }
 
         h.u64(self.fences.map().len() as u64);

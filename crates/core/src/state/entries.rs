@@ -1,75 +1,234 @@
 //! Stored values with an expiry index.
 //!
-//! The index makes "which keys are expired as of t" a range walk from the front instead of a
-//! scan, and keeping it inside this type means no caller can update one map and forget the other.
-use std::collections::{BTreeMap, BTreeSet};
+//! A cache holds many small values, so what a key costs beyond its own bytes decides how much
+//! fits. Each entry is one heap allocation — a [`Slot`] holding version, expiry, namespace, key
+//! and value — kept in a hash set addressed by the key's bytes: about 40 bytes of overhead per
+//! key, where a `BTreeMap<CacheKey, Entry>` with separately allocated key, namespace and value
+//! cost about 280.
+//!
+//! The expiry index makes "which keys are expired as of t" a range walk from the front instead
+//! of a scan, and keeping it inside this type means no caller can update one map and forget the
+//! other.
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::key::CacheKey;
 use crate::state::Entry;
 
-/// Rough per-entry cost of a B-tree slot plus the `Entry` header, for [`Entries::mem_bytes`].
-const ENTRY_OVERHEAD: usize = 96;
+/// Per-entry cost beyond the slot's own bytes: the set's pointer and control byte at its usual
+/// load, and the allocator's rounding and header. For [`Entries::mem_bytes`].
+const ENTRY_OVERHEAD: usize = 48;
 /// Rough cost of one expiry index slot, not counting its key copy.
 const EXPIRY_OVERHEAD: usize = 48;
 
+/// Byte offsets of a slot's header fields.
+const VERSION: usize = 0;
+const EXPIRES: usize = 8;
+const HAS_EXPIRY: usize = 16;
+const KEY_LEN: usize = 17;
+/// Where the lookup key starts: `[ns_len u8][ns][key]`, the form [`lookup_key`] builds.
+const NS_LEN: usize = 19;
+
+/// One stored entry in one allocation:
+/// `[version u64][expires_at_ms u64][has_expiry u8][key_len u16][ns_len u8][ns][key][value]`,
+/// integers little-endian. Hashes and compares by its lookup key (`[ns_len][ns][key]`) only.
+#[derive(Clone)]
+struct Slot(Box<[u8]>);
+
+impl Slot {
+    fn new(key: &CacheKey, value: &[u8], version: u64, expires_at_ms: Option<u64>) -> Self {
+        let ns = key.ns.as_str().as_bytes();
+        // Namespaces are at most 128 bytes and keys at most 4096 (CacheKey validates both).
+        let ns_len = u8::try_from(ns.len()).expect("namespace longer than 255 bytes");
+        let key_len = u16::try_from(key.key.len()).expect("key longer than 65535 bytes");
+        let mut b = Vec::with_capacity(NS_LEN + 1 + ns.len() + key.key.len() + value.len());
+        b.extend_from_slice(&version.to_le_bytes());
+        b.extend_from_slice(&expires_at_ms.unwrap_or(0).to_le_bytes());
+        b.push(u8::from(expires_at_ms.is_some()));
+        b.extend_from_slice(&key_len.to_le_bytes());
+        b.push(ns_len);
+        b.extend_from_slice(ns);
+        b.extend_from_slice(&key.key);
+        b.extend_from_slice(value);
+        Self(b.into_boxed_slice())
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        u64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    fn version(&self) -> u64 {
+        self.u64_at(VERSION)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        (self.0[HAS_EXPIRY] != 0).then(|| self.u64_at(EXPIRES))
+    }
+
+    fn ns_len(&self) -> usize {
+        usize::from(self.0[NS_LEN])
+    }
+
+    fn key_len(&self) -> usize {
+        usize::from(u16::from_le_bytes([self.0[KEY_LEN], self.0[KEY_LEN + 1]]))
+    }
+
+    fn lookup_key(&self) -> &[u8] {
+        &self.0[NS_LEN..NS_LEN + 1 + self.ns_len() + self.key_len()]
+    }
+
+    fn ns(&self) -> &str {
+        let start = NS_LEN + 1;
+        // Written from a validated Namespace, which is ASCII.
+        std::str::from_utf8(&self.0[start..start + self.ns_len()]).expect("namespace bytes are ASCII")
+    }
+
+    fn key(&self) -> &[u8] {
+        let start = NS_LEN + 1 + self.ns_len();
+        &self.0[start..start + self.key_len()]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[NS_LEN + 1 + self.ns_len() + self.key_len()..]
+    }
+
+    fn meta(&self) -> Meta {
+        Meta { version: self.version(), expires_at_ms: self.expires_at_ms() }
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            value: Bytes::copy_from_slice(self.value()),
+            version: self.version(),
+            expires_at_ms: self.expires_at_ms(),
+        }
+    }
+
+    /// The order of `CacheKey`: namespace, then key.
+    fn cmp_key(&self, other: &Self) -> Ordering {
+        self.ns().cmp(other.ns()).then_with(|| self.key().cmp(other.key()))
+    }
+
+    fn mem(&self) -> usize {
+        self.0.len() + ENTRY_OVERHEAD
+    }
+}
+
+impl Borrow<[u8]> for Slot {
+    fn borrow(&self) -> &[u8] {
+        self.lookup_key()
+    }
+}
+
+// Hash and Eq agree with those of the borrowed `[u8]`, as `HashSet::get(&[u8])` requires.
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.lookup_key().hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.lookup_key() == other.lookup_key()
+    }
+}
+
+impl Eq for Slot {}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("ns", &self.ns())
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("value_len", &self.value().len())
+            .field("version", &self.version())
+            .field("expires_at_ms", &self.expires_at_ms())
+            .finish()
+    }
+}
+
+/// `[ns_len][ns][key]`: how a slot is looked up.
+fn lookup_key(key: &CacheKey) -> Vec<u8> {
+    let ns = key.ns.as_str().as_bytes();
+    let mut b = Vec::with_capacity(1 + ns.len() + key.key.len());
+    b.push(ns.len() as u8);
+    b.extend_from_slice(ns);
+    b.extend_from_slice(&key.key);
+    b
+}
+
+/// Version and expiry of a stored entry, without its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) version: u64,
+    pub(crate) expires_at_ms: Option<u64>,
+}
+
+impl Meta {
+    /// Whether the entry is still live at leader time `at_ms` (see [`Entry::is_live_at`]).
+    pub(crate) fn is_live_at(&self, at_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|exp| exp > at_ms)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Entries {
-    map: BTreeMap<CacheKey, Entry>,
-    /// Exactly the `(expires_at_ms, key)` of every entry in `map` that has an expiry.
+    slots: HashSet<Slot>,
+    /// Exactly the `(expires_at_ms, key)` of every entry in `slots` that has an expiry.
     by_expiry: BTreeSet<(u64, CacheKey)>,
-    /// Sum of [`entry_mem`] over `map`.
+    /// Sum of [`Slot::mem`] and the expiry index's share over `slots`.
     mem: usize,
 }
 
-fn entry_mem(key: &CacheKey, entry: &Entry) -> usize {
-    let expiry = if entry.expires_at_ms.is_some() { key.size_bytes() + EXPIRY_OVERHEAD } else { 0 };
-    key.size_bytes() + entry.value.len() + ENTRY_OVERHEAD + expiry
-}
-
 impl Entries {
-    /// Rebuilds the index from a map (snapshot restore).
-    pub(crate) fn from_map(map: BTreeMap<CacheKey, Entry>) -> Self {
-        let by_expiry = map.iter().filter_map(|(k, e)| Some((e.expires_at_ms?, k.clone()))).collect();
-        let mem = map.iter().map(|(k, e)| entry_mem(k, e)).sum();
-        Self { map, by_expiry, mem }
+    /// The stored entry of `key`, with a copy of its value.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Entry> {
+        self.slots.get(lookup_key(key).as_slice()).map(Slot::entry)
     }
 
-    pub(crate) fn map(&self) -> &BTreeMap<CacheKey, Entry> {
-        &self.map
-    }
-
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<&Entry> {
-        self.map.get(key)
+    /// Version and expiry of `key`'s entry, without copying the value.
+    pub(crate) fn meta(&self, key: &CacheKey) -> Option<Meta> {
+        self.slots.get(lookup_key(key).as_slice()).map(Slot::meta)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.slots.len()
     }
 
     pub(crate) fn mem_bytes(&self) -> usize {
         self.mem
     }
 
-    /// Stores `entry` under `key`, replacing (and returning) any previous one.
-    pub(crate) fn insert(&mut self, key: CacheKey, entry: Entry) -> Option<Entry> {
-        // Forget the old entry before indexing the new one: both may expire at the same time.
-        let old = self.map.remove(&key);
-        if let Some(old) = &old {
-            self.forget(&key, old);
+    /// Stores `value` under `key` (copying both), replacing any previous entry.
+    pub(crate) fn insert(&mut self, key: &CacheKey, value: &[u8], version: u64, expires_at_ms: Option<u64>) {
+        self.remove(key);
+        let slot = Slot::new(key, value, version, expires_at_ms);
+        self.mem += slot.mem();
+        if let Some(exp) = expires_at_ms {
+            self.mem += key.size_bytes() + EXPIRY_OVERHEAD;
+            self.by_expiry.insert((exp, key.compact()));
         }
-        self.mem += entry_mem(&key, &entry);
-        if let Some(exp) = entry.expires_at_ms {
-            self.by_expiry.insert((exp, key.clone()));
-        }
-        self.map.insert(key, entry);
-        old
+        self.slots.insert(slot);
     }
 
-    /// Removes and returns the entry under `key`.
-    pub(crate) fn remove(&mut self, key: &CacheKey) -> Option<Entry> {
-        let old = self.map.remove(key)?;
-        self.forget(key, &old);
-        Some(old)
+    /// Removes `key`'s entry; its version and expiry if there was one.
+    pub(crate) fn remove(&mut self, key: &CacheKey) -> Option<Meta> {
+        let old = self.slots.take(lookup_key(key).as_slice())?;
+        self.mem -= old.mem();
+        let meta = old.meta();
+        if let Some(exp) = meta.expires_at_ms {
+            self.mem -= key.size_bytes() + EXPIRY_OVERHEAD;
+            self.by_expiry.remove(&(exp, key.clone()));
+        }
+        Some(meta)
     }
 
     /// Up to `limit` keys whose expiry is `<= at`, oldest first.
@@ -77,11 +236,158 @@ impl Entries {
         self.by_expiry.iter().take_while(|(exp, _)| *exp <= at).take(limit).map(|(_, k)| k.clone()).collect()
     }
 
-    /// Drops the index slot and accounting of an entry that left `map`.
-    fn forget(&mut self, key: &CacheKey, old: &Entry) {
-        self.mem -= entry_mem(key, old);
-        if let Some(exp) = old.expires_at_ms {
-            self.by_expiry.remove(&(exp, key.clone()));
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> {
+        self.slots.iter().map(EntryRef)
+    }
+
+    /// Every entry, in key order.
+    pub(crate) fn sorted(&self) -> Vec<EntryRef<'_>> {
+        let mut slots: Vec<&Slot> = self.slots.iter().collect();
+        slots.sort_unstable_by(|a, b| a.cmp_key(b));
+        slots.into_iter().map(EntryRef).collect()
+    }
+}
+
+/// A borrowed stored entry, for the snapshot encoding and the digest.
+#[derive(Clone, Copy)]
+pub(crate) struct EntryRef<'a>(&'a Slot);
+
+impl EntryRef<'_> {
+    pub(crate) fn ns(&self) -> &str {
+        self.0.ns()
+    }
+    pub(crate) fn key(&self) -> &[u8] {
+        self.0.key()
+    }
+    pub(crate) fn value(&self) -> &[u8] {
+        self.0.value()
+    }
+    pub(crate) fn version(&self) -> u64 {
+        self.0.version()
+    }
+    pub(crate) fn expires_at_ms(&self) -> Option<u64> {
+        self.0.expires_at_ms()
+    }
+}
+
+/// Serializes exactly as a `BTreeMap<CacheKey, Entry>` does (a map in key order, each key as
+/// `CacheKey` and each value as `Entry`), so the snapshot layout is unchanged.
+impl Serialize for Entries {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sorted = self.sorted();
+        let mut map = serializer.serialize_map(Some(sorted.len()))?;
+        for e in sorted {
+            map.serialize_entry(
+                &KeyView { ns: e.ns(), key: e.key() },
+                &EntryView { value: e.value(), version: e.version(), expires_at_ms: e.expires_at_ms() },
+            )?;
         }
+        map.end()
+    }
+}
+
+/// Encodes like [`CacheKey`].
+#[derive(Serialize)]
+struct KeyView<'a> {
+    ns: &'a str,
+    #[serde(serialize_with = "as_bytes")]
+    key: &'a [u8],
+}
+
+/// Encodes like [`Entry`].
+#[derive(Serialize)]
+struct EntryView<'a> {
+    #[serde(serialize_with = "as_bytes")]
+    value: &'a [u8],
+    version: u64,
+    expires_at_ms: Option<u64>,
+}
+
+fn as_bytes<S: Serializer>(b: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(b)
+}
+
+/// Reads the map [`Entries::serialize`] writes, straight into slots; a key that appears twice
+/// is an error (no encoder writes one).
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of cache keys to entries")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Entries::default();
+                while let Some((key, entry)) = map.next_entry::<CacheKey, Entry>()? {
+                    if entries.slots.contains(lookup_key(&key).as_slice()) {
+                        return Err(de::Error::custom(format!("entry {key} appears twice")));
+                    }
+                    entries.insert(&key, &entry.value, entry.version, entry.expires_at_ms);
+                }
+                Ok(entries)
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, k: &str) -> CacheKey {
+        CacheKey::new(ns, Bytes::copy_from_slice(k.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_slot_reads_back_what_it_was_built_from() {
+        let k = key("users", "alice");
+        let s = Slot::new(&k, b"v1", 42, Some(7));
+        assert_eq!((s.ns(), s.key(), s.value()), ("users", &b"alice"[..], &b"v1"[..]));
+        assert_eq!(s.meta(), Meta { version: 42, expires_at_ms: Some(7) });
+        assert_eq!(s.lookup_key(), lookup_key(&k).as_slice());
+        let empty = Slot::new(&k, b"", 1, None);
+        assert_eq!((empty.value(), empty.expires_at_ms()), (&b""[..], None));
+    }
+
+    #[test]
+    fn namespace_and_key_do_not_run_into_each_other() {
+        // Without the namespace length, ("ab", "c") and ("a", "bc") would share a lookup key.
+        let mut e = Entries::default();
+        e.insert(&key("ab", "c"), b"1", 1, None);
+        e.insert(&key("a", "bc"), b"2", 2, None);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.get(&key("ab", "c")).unwrap().value, Bytes::from_static(b"1"));
+        assert_eq!(e.get(&key("a", "bc")).unwrap().value, Bytes::from_static(b"2"));
+    }
+
+    #[test]
+    fn memory_accounting_returns_to_zero_and_the_expiry_index_follows() {
+        let mut e = Entries::default();
+        e.insert(&key("n", "a"), &[0; 100], 1, Some(50));
+        e.insert(&key("n", "b"), &[0; 10], 2, None);
+        e.insert(&key("n", "a"), &[0; 5], 3, Some(60));
+        assert_eq!(e.expired(100, 10), vec![key("n", "a")]);
+        assert_eq!(e.expired(55, 10), Vec::<CacheKey>::new(), "the replaced expiry left the index");
+        assert_eq!(e.remove(&key("n", "a")), Some(Meta { version: 3, expires_at_ms: Some(60) }));
+        assert_eq!(e.remove(&key("n", "a")), None);
+        e.remove(&key("n", "b"));
+        assert_eq!((e.len(), e.mem_bytes(), e.by_expiry.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn sorted_follows_cache_key_order() {
+        let mut e = Entries::default();
+        let keys = [key("b", "a"), key("a", "zz"), key("a", "b"), key("ab", "a")];
+        for (i, k) in keys.iter().enumerate() {
+            e.insert(k, b"v", i as u64 + 1, None);
+        }
+        let got: Vec<(String, Vec<u8>)> = e.sorted().iter().map(|r| (r.ns().to_owned(), r.key().to_vec())).collect();
+        let mut want: Vec<CacheKey> = keys.to_vec();
+        want.sort();
+        let want: Vec<(String, Vec<u8>)> = want.iter().map(|k| (k.ns.as_str().to_owned(), k.key.to_vec())).collect();
+        assert_eq!(got, want);
     }
 }

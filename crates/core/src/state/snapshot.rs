@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::entries::Entries;
 use super::fences::{Fence, Fences};
 use super::sessions::{Session, Sessions};
-use super::{CacheState, Entry, StateConfig};
+use super::{CacheState, StateConfig};
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::limits::SESSION_WINDOW;
@@ -25,7 +25,7 @@ struct Borrowed<'a> {
     config: &'a StateConfig,
     now_ms: u64,
     last_index: u64,
-    entries: &'a BTreeMap<CacheKey, Entry>,
+    entries: &'a Entries,
     fences: &'a BTreeMap<CacheKey, Fence>,
     sessions: &'a BTreeMap<u64, Session>,
 }
@@ -36,7 +36,7 @@ struct Owned {
     config: StateConfig,
     now_ms: u64,
     last_index: u64,
-    entries: BTreeMap<CacheKey, Entry>,
+    entries: Entries,
     fences: BTreeMap<CacheKey, Fence>,
     sessions: BTreeMap<u64, Session>,
 }
@@ -48,7 +48,7 @@ impl Serialize for CacheState {
             config: &self.config,
             now_ms: self.now_ms,
             last_index: self.last_index,
-            entries: self.entries.map(),
+            entries: &self.entries,
             fences: self.fences.map(),
             sessions: self.sessions.map(),
         }
@@ -69,8 +69,13 @@ impl Owned {
             return Err(format!("snapshot format {} (this build reads {FORMAT})", self.format));
         }
         let last = self.last_index;
-        if let Some((key, e)) = self.entries.iter().find(|(_, e)| e.version == 0 || e.version > last) {
-            return Err(format!("entry {key} has version {} with last index {last}", e.version));
+        if let Some(e) = self.entries.iter().find(|e| e.version() == 0 || e.version() > last) {
+            return Err(format!(
+                "entry {}/{} has version {} with last index {last}",
+                e.ns(),
+                String::from_utf8_lossy(e.key()),
+                e.version()
+            ));
         }
         if let Some((key, f)) =
             self.fences.iter().find(|(_, f)| f.version == 0 || f.version > last || f.at_ms > self.now_ms)
@@ -90,7 +95,7 @@ impl Owned {
             config: self.config,
             now_ms: self.now_ms,
             last_index: last,
-            entries: Entries::from_map(self.entries),
+            entries: self.entries,
             fences: Fences::from_map(self.fences),
             sessions: Sessions::from_map(self.sessions)?,
         })
