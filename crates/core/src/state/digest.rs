@@ -4,7 +4,8 @@
 //! the state alone — not on bincode's layout, which may change between versions — and needs no
 //! buffer the size of the state. Every variable-length field is length-prefixed and every enum
 //! tagged, so two different states cannot feed the hasher the same bytes. Maps are walked in
-//! their sorted order. Changing what is fed here changes every digest: bump [`DOMAIN`].
+//! their sorted order, except the entries: their hashes are summed (see `digest`). Changing what
+//! is fed here changes every digest: bump [`DOMAIN`].
 use xxhash_rust::xxh3::Xxh3;
 
 use super::CacheState;
@@ -12,7 +13,7 @@ use crate::command::{Rejection, Response};
 use crate::key::CacheKey;
 
 /// Prefix of the digest input; names the layout of what follows.
-const DOMAIN: &[u8] = b"raftcache-state-digest-v1";
+const DOMAIN: &[u8] = b"raftcache-state-digest-v2";
 
 struct Hasher(Xxh3);
 
@@ -92,14 +93,19 @@ impl CacheState {
         h.u64(self.last_index);
 
         h.u64(self.entries.len() as u64);
-        for e in self.entries.sorted() {
-            // The same bytes as `h.key` of the entry's CacheKey.
-            h.bytes(e.ns().as_bytes());
-            h.bytes(e.key());
-            h.bytes(e.value());
-            h.u64(e.version());
-            h.opt(e.expires_at_ms());
+        // Entries live in a hash set: each is hashed on its own and the hashes summed, which is
+        // independent of order and needs no sort under the state's lock.
+        let mut sum = 0u64;
+        for e in self.entries.iter() {
+            let mut eh = Hasher(Xxh3::new());
+            eh.bytes(e.ns().as_bytes());
+            eh.bytes(e.key());
+            eh.bytes(e.value());
+            eh.u64(e.version());
+            eh.opt(e.expires_at_ms());
+            sum = sum.wrapping_add(eh.0.digest());
         }
+        h.u64(sum);
 
         h.u64(self.fences.map().len() as u64);
         for (key, fence) in self.fences.map() {
