@@ -59,14 +59,15 @@ impl Group {
         id: u64,
         node_id: u64,
         db: &sled::Db,
+        snap_dir: &std::path::Path,
         flusher: Flusher,
         peers: PeerChannels,
         tuning: &RaftTuning,
         state_config: StateConfig,
         durability: Durability,
     ) -> Result<Arc<Self>> {
-        let log = SledLogStore::open(db, flusher.clone(), id, durability)?.owned_by(node_id);
-        let sm = StateMachineStore::open(db, flusher, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
+        let log = SledLogStore::open(db, flusher, id, durability)?.owned_by(node_id);
+        let sm = StateMachineStore::open(db, snap_dir, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
         let data = sm.data();
         let config = raft_config(id, tuning)?;
         let (clock, voters) = (Arc::<QuorumClock>::default(), Arc::<VoterSet>::default());

@@ -1,8 +1,14 @@
 //! The openraft state machine of one group: a [`CacheState`] shared with the read path, and
-//! its snapshots in sled.
+//! its latest snapshot in a file of its own.
+//!
+//! Snapshots are files, not sled values: sled keeps what it stores in memory, and a snapshot is
+//! the size of the whole state (about 126 bytes per key), so holding it in sled as well roughly
+//! doubled what a key cost beyond the state itself.
 
-use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::fs::{self, File};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -13,11 +19,14 @@ use raftcache_core::{CacheState, Response, StateConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
-use crate::flusher::Flusher;
 use crate::types::{NodeInfo, TypeConfig};
 
-const SNAP_META: &[u8] = b"meta";
-const SNAP_DATA: &[u8] = b"data";
+/// Where snapshots were kept before they moved to files; read once, for data dirs written then.
+const LEGACY_SNAP_META: &[u8] = b"meta";
+const LEGACY_SNAP_DATA: &[u8] = b"data";
+/// First bytes of a snapshot file; the number names the layout that follows:
+/// `[magic][meta length u32 LE][meta (bincode)][state (CacheState::to_bytes)]`.
+const SNAP_MAGIC: &[u8; 8] = b"RCSNAP1\n";
 
 /// What a group has applied. Readers take the lock briefly and never across an `.await`.
 #[derive(Debug)]
@@ -47,8 +56,10 @@ struct StoredSnapshotMeta {
 #[derive(Clone)]
 pub struct StateMachineStore {
     data: Arc<RwLock<SmData>>,
-    snaps: sled::Tree,
-    flusher: Flusher,
+    /// The group's snapshot file.
+    snap_path: PathBuf,
+    /// The metadata of the snapshot in `snap_path`, if there is one.
+    snap_meta: Arc<Mutex<Option<SnapshotMeta<u64, NodeInfo>>>>,
     group: u64,
 }
 
@@ -62,20 +73,35 @@ fn read_snap_err(e: impl ToString) -> StorageError<u64> {
 
 impl StateMachineStore {
     /// Opens the state machine of `group`, restoring the latest snapshot if there is one.
-    pub fn open(db: &sled::Db, flusher: Flusher, group: u64, config: StateConfig) -> Result<Self, StorageError<u64>> {
-        let snaps = db.open_tree(format!("g{group}/snap")).map_err(read_snap_err)?;
+    /// Snapshots live in `snap_dir` (created if missing), one file per group.
+    pub fn open(db: &sled::Db, snap_dir: &Path, group: u64, config: StateConfig) -> Result<Self, StorageError<u64>> {
+        fs::create_dir_all(snap_dir).map_err(read_snap_err)?;
+        let snap_path = snap_dir.join(format!("g{group}.snap"));
+        let legacy = db.open_tree(format!("g{group}/snap")).map_err(read_snap_err)?;
         let mut data =
             SmData { state: CacheState::new(config), last_applied: None, last_membership: StoredMembership::default() };
-        if let (Some(m), Some(d)) =
-            (snaps.get(SNAP_META).map_err(read_snap_err)?, snaps.get(SNAP_DATA).map_err(read_snap_err)?)
-        {
-            let m: StoredSnapshotMeta = decode(&m).map_err(read_snap_err)?;
-            data.state = CacheState::from_bytes(&d).map_err(read_snap_err)?;
-            data.last_applied = m.meta.last_log_id;
-            data.last_membership = m.meta.last_membership;
+        let stored = match read_snapshot_file(&snap_path)? {
+            Some(found) => Some(found),
+            None => match read_legacy_snapshot(&legacy)? {
+                Some((meta, bytes)) => {
+                    // Move it to its file, so that sending it to a follower finds it there.
+                    write_snapshot_file(&snap_path, &encode(&StoredSnapshotMeta { meta: meta.clone() }), &bytes)
+                        .map_err(snap_err)?;
+                    legacy.clear().map_err(snap_err)?;
+                    Some((meta, bytes))
+                }
+                None => None,
+            },
+        };
+        let mut snap_meta = None;
+        if let Some((meta, bytes)) = stored {
+            data.state = CacheState::from_bytes(&bytes).map_err(read_snap_err)?;
+            data.last_applied = meta.last_log_id;
+            data.last_membership = meta.last_membership.clone();
+            snap_meta = Some(meta);
             tracing::info!(group, applied = data.applied_index(), "restored snapshot");
         }
-        Ok(Self { data: Arc::new(RwLock::new(data)), snaps, flusher, group })
+        Ok(Self { data: Arc::new(RwLock::new(data)), snap_path, snap_meta: Arc::new(Mutex::new(snap_meta)), group })
     }
 
     /// The shared state, for the read path.
@@ -85,23 +111,81 @@ impl StateMachineStore {
 
     /// The log id of the stored snapshot, if any.
     pub fn snapshot_index(&self) -> u64 {
-        self.stored_snapshot_meta().ok().flatten().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0)
+        self.stored_snapshot_meta().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0)
     }
 
-    fn stored_snapshot_meta(&self) -> Result<Option<SnapshotMeta<u64, NodeInfo>>, StorageError<u64>> {
-        match self.snaps.get(SNAP_META).map_err(read_snap_err)? {
-            Some(m) => Ok(Some(decode::<StoredSnapshotMeta>(&m).map_err(read_snap_err)?.meta)),
-            None => Ok(None),
+    fn stored_snapshot_meta(&self) -> Option<SnapshotMeta<u64, NodeInfo>> {
+        self.snap_meta.lock().expect("snapshot meta lock poisoned").clone()
+    }
+
+    /// Makes `bytes` the group's snapshot, durably, before returning (openraft purges the log
+    /// up to it next). Returns the bytes.
+    async fn store_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError<u64>> {
+        let (path, encoded_meta) = (self.snap_path.clone(), encode(&StoredSnapshotMeta { meta: meta.clone() }));
+        let bytes =
+            tokio::task::spawn_blocking(move || write_snapshot_file(&path, &encoded_meta, &bytes).map(|()| bytes))
+                .await
+                .map_err(snap_err)?
+                .map_err(snap_err)?;
+        *self.snap_meta.lock().expect("snapshot meta lock poisoned") = Some(meta.clone());
+        Ok(bytes)
+    }
+}
+
+/// Writes a snapshot file next to `path`, syncs it, renames it over `path` and syncs the
+/// directory, so a crash leaves either the old snapshot or the new one.
+fn write_snapshot_file(path: &Path, meta: &[u8], state: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("snap.tmp");
+    let mut f = File::create(&tmp)?;
+    let meta_len = u32::try_from(meta.len()).map_err(std::io::Error::other)?;
+    f.write_all(SNAP_MAGIC)?;
+    f.write_all(&meta_len.to_le_bytes())?;
+    f.write_all(meta)?;
+    f.write_all(state)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The snapshot in `path`: its metadata and state bytes; `None` if there is no file.
+fn read_snapshot_file(path: &Path) -> Result<Option<(SnapshotMeta<u64, NodeInfo>, Vec<u8>)>, StorageError<u64>> {
+    let mut bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_snap_err(e)),
+    };
+    let corrupt = |what: &str| read_snap_err(format!("snapshot file {}: {what}", path.display()));
+    let header = SNAP_MAGIC.len() + 4;
+    if bytes.len() < header || &bytes[..SNAP_MAGIC.len()] != SNAP_MAGIC {
+        return Err(corrupt("not a snapshot file of this format"));
+    }
+    let meta_len = u32::from_le_bytes(bytes[SNAP_MAGIC.len()..header].try_into().expect("4 bytes")) as usize;
+    if bytes.len() - header < meta_len {
+        return Err(corrupt("truncated metadata"));
+    }
+    let meta: StoredSnapshotMeta = decode(&bytes[header..header + meta_len]).map_err(|e| corrupt(&e.to_string()))?;
+    bytes.drain(..header + meta_len);
+    Ok(Some((meta.meta, bytes)))
+}
+
+/// A snapshot stored in sled by an earlier version, if any.
+fn read_legacy_snapshot(
+    legacy: &sled::Tree,
+) -> Result<Option<(SnapshotMeta<u64, NodeInfo>, Vec<u8>)>, StorageError<u64>> {
+    match (legacy.get(LEGACY_SNAP_META).map_err(read_snap_err)?, legacy.get(LEGACY_SNAP_DATA).map_err(read_snap_err)?) {
+        (Some(m), Some(d)) => {
+            let m: StoredSnapshotMeta = decode(&m).map_err(read_snap_err)?;
+            Ok(Some((m.meta, d.to_vec())))
         }
-    }
-
-    async fn store_snapshot(&self, meta: &SnapshotMeta<u64, NodeInfo>, bytes: &[u8]) -> Result<(), StorageError<u64>> {
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAP_META, encode(&StoredSnapshotMeta { meta: meta.clone() }));
-        batch.insert(SNAP_DATA, bytes);
-        self.snaps.apply_batch(batch).map_err(snap_err)?;
-        self.flusher.flush().await.map_err(snap_err)?;
-        Ok(())
+        _ => Ok(None),
     }
 }
 
@@ -116,7 +200,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             None => format!("empty-{}", bytes.len()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        self.store_snapshot(&meta, &bytes).await?;
+        let bytes = self.store_snapshot(&meta, bytes).await?;
         tracing::info!(
             group = self.group,
             index = last_applied.map(|l| l.index),
@@ -174,7 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
         let state = CacheState::from_bytes(&bytes).map_err(read_snap_err)?;
-        self.store_snapshot(meta, &bytes).await?;
+        self.store_snapshot(meta, bytes).await?;
         {
             let mut d = self.data.write().expect("state machine lock poisoned");
             d.state = state;
@@ -186,8 +270,75 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let Some(meta) = self.stored_snapshot_meta()? else { return Ok(None) };
-        let data = self.snaps.get(SNAP_DATA).map_err(read_snap_err)?.map(|d| d.to_vec()).unwrap_or_default();
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let path = self.snap_path.clone();
+        let stored = tokio::task::spawn_blocking(move || read_snapshot_file(&path)).await.map_err(read_snap_err)??;
+        Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::CommittedLeaderId;
+    use raftcache_core::{CacheKey, Command, Condition, Request};
+
+    use super::*;
+
+    fn state_with_one_key() -> (SnapshotMeta<u64, NodeInfo>, Vec<u8>) {
+        let mut state = CacheState::default();
+        let key = CacheKey::new("t", Bytes::from_static(b"k")).unwrap();
+        let cmd = Command::Set { key, value: Bytes::from_static(b"v"), ttl_ms: None, cond: Condition::None };
+        state.apply(5, &Request { now_ms: 1, client: None, cmd });
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 5)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "s".into(),
+        };
+        (meta, state.to_bytes())
+    }
+
+    #[test]
+    fn a_snapshot_in_sled_moves_to_its_file_and_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (meta, bytes) = state_with_one_key();
+        let legacy = db.open_tree("g3/snap").unwrap();
+        legacy.insert(LEGACY_SNAP_META, encode(&StoredSnapshotMeta { meta: meta.clone() })).unwrap();
+        legacy.insert(LEGACY_SNAP_DATA, bytes.clone()).unwrap();
+
+        let snaps = dir.path().join("snapshots");
+        let sm = StateMachineStore::open(&db, &snaps, 3, StateConfig::default()).unwrap();
+        assert_eq!(sm.snapshot_index(), 5);
+        assert_eq!(sm.data().read().unwrap().state.len(), 1);
+        assert!(legacy.is_empty(), "the sled copy is dropped once the file exists");
+        let (file_meta, file_bytes) = read_snapshot_file(&snaps.join("g3.snap")).unwrap().expect("a file");
+        assert_eq!((file_meta, file_bytes), (meta, bytes));
+
+        // Reopening reads the file.
+        drop(sm);
+        let sm = StateMachineStore::open(&db, &snaps, 3, StateConfig::default()).unwrap();
+        assert_eq!((sm.snapshot_index(), sm.data().read().unwrap().applied_index()), (5, 5));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g1.snap");
+        let (meta, bytes) = state_with_one_key();
+        write_snapshot_file(&path, &encode(&StoredSnapshotMeta { meta }), &bytes).unwrap();
+        let good = fs::read(&path).unwrap();
+        assert!(read_snapshot_file(&path).unwrap().is_some());
+
+        for (what, damaged) in [
+            ("foreign file", b"not a snapshot at all".to_vec()),
+            ("truncated metadata", good[..SNAP_MAGIC.len() + 6].to_vec()),
+            ("empty", Vec::new()),
+        ] {
+            fs::write(&path, &damaged).unwrap();
+            let err = read_snapshot_file(&path).expect_err(what).to_string();
+            assert!(err.contains("g1.snap"), "{what}: {err}");
+        }
+        fs::remove_file(&path).unwrap();
+        assert!(read_snapshot_file(&path).unwrap().is_none(), "no file, no snapshot");
     }
 }

@@ -13,8 +13,8 @@ impl StoreBuilder<TypeConfig, SledLogStore, StateMachineStore, tempfile::TempDir
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::open(dir.path()).expect("open sled");
         let flusher = Flusher::new(db.clone());
-        let log = SledLogStore::open(&db, flusher.clone(), 7, self.0).expect("open log store");
-        let sm = StateMachineStore::open(&db, flusher, 7, StateConfig::default())?;
+        let log = SledLogStore::open(&db, flusher, 7, self.0).expect("open log store");
+        let sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), 7, StateConfig::default())?;
         Ok((dir, log, sm))
     }
 }

@@ -117,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             gid,
             node_id,
             &db,
+            &args.data_dir.join("snapshots"),
             flusher.clone(),
             peers.clone(),
             &tuning,
