@@ -32,3 +32,4 @@ pub mod node;
 pub mod pipeline;
 pub mod router;
 pub mod sweeper;
+pub mod trim;

@@ -111,6 +111,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let peers = PeerChannels::with_overrides(overrides);
     let flusher = Flusher::new(db.clone());
+    crate::trim::start();
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
         let g = Group::open(
