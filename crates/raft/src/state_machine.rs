@@ -60,6 +60,9 @@ pub struct StateMachineStore {
     snap_path: PathBuf,
     /// The metadata of the snapshot in `snap_path`, if there is one.
     snap_meta: Arc<Mutex<Option<SnapshotMeta<u64, NodeInfo>>>>,
+    /// Held while a snapshot is written: a build (its own task) and an install (the state
+    /// machine's task) must not write the same temporary file at once.
+    writing: Arc<tokio::sync::Mutex<()>>,
     group: u64,
 }
 
@@ -101,7 +104,13 @@ impl StateMachineStore {
             snap_meta = Some(meta);
             tracing::info!(group, applied = data.applied_index(), "restored snapshot");
         }
-        Ok(Self { data: Arc::new(RwLock::new(data)), snap_path, snap_meta: Arc::new(Mutex::new(snap_meta)), group })
+        Ok(Self {
+            data: Arc::new(RwLock::new(data)),
+            snap_path,
+            snap_meta: Arc::new(Mutex::new(snap_meta)),
+            writing: Arc::default(),
+            group,
+        })
     }
 
     /// The shared state, for the read path.
@@ -119,12 +128,20 @@ impl StateMachineStore {
     }
 
     /// Makes `bytes` the group's snapshot, durably, before returning (openraft purges the log
-    /// up to it next). Returns the bytes.
+    /// up to it next). Returns the bytes. A build older than the stored snapshot (one that
+    /// started before an install finished) is not stored: the newer one covers more of the log.
     async fn store_snapshot(
         &self,
         meta: &SnapshotMeta<u64, NodeInfo>,
         bytes: Vec<u8>,
+        built_here: bool,
     ) -> Result<Vec<u8>, StorageError<u64>> {
+        let _writing = self.writing.lock().await;
+        let older = self.stored_snapshot_meta().is_some_and(|stored| stored.last_log_id > meta.last_log_id);
+        if built_here && older {
+            tracing::info!(group = self.group, "a newer snapshot is stored already; not replacing it");
+            return Ok(bytes);
+        }
         let (path, encoded_meta) = (self.snap_path.clone(), encode(&StoredSnapshotMeta { meta: meta.clone() }));
         let bytes =
             tokio::task::spawn_blocking(move || write_snapshot_file(&path, &encoded_meta, &bytes).map(|()| bytes))
@@ -200,7 +217,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             None => format!("empty-{}", bytes.len()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        let bytes = self.store_snapshot(&meta, bytes).await?;
+        let bytes = self.store_snapshot(&meta, bytes, true).await?;
         tracing::info!(
             group = self.group,
             index = last_applied.map(|l| l.index),
@@ -258,7 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
         let state = CacheState::from_bytes(&bytes).map_err(read_snap_err)?;
-        self.store_snapshot(meta, bytes).await?;
+        self.store_snapshot(meta, bytes, false).await?;
         {
             let mut d = self.data.write().expect("state machine lock poisoned");
             d.state = state;
@@ -285,12 +302,17 @@ mod tests {
     use super::*;
 
     fn state_with_one_key() -> (SnapshotMeta<u64, NodeInfo>, Vec<u8>) {
+        state_at(5)
+    }
+
+    /// A state whose last entry, at `index`, set one key.
+    fn state_at(index: u64) -> (SnapshotMeta<u64, NodeInfo>, Vec<u8>) {
         let mut state = CacheState::default();
         let key = CacheKey::new("t", Bytes::from_static(b"k")).unwrap();
         let cmd = Command::Set { key, value: Bytes::from_static(b"v"), ttl_ms: None, cond: Condition::None };
-        state.apply(5, &Request { now_ms: 1, client: None, cmd });
+        state.apply(index, &Request { now_ms: 1, client: None, cmd });
         let meta = SnapshotMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 5)),
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
             last_membership: StoredMembership::default(),
             snapshot_id: "s".into(),
         };
@@ -340,5 +362,26 @@ mod tests {
         }
         fs::remove_file(&path).unwrap();
         assert!(read_snapshot_file(&path).unwrap().is_none(), "no file, no snapshot");
+    }
+
+    #[test]
+    fn a_build_older_than_the_stored_snapshot_does_not_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let snaps = dir.path().join("snapshots");
+        let sm = StateMachineStore::open(&db, &snaps, 1, StateConfig::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (newer, newer_bytes) = state_at(10);
+            sm.store_snapshot(&newer, newer_bytes, false).await.unwrap();
+            let (older, older_bytes) = state_at(7);
+            sm.store_snapshot(&older, older_bytes.clone(), true).await.unwrap();
+            assert_eq!(sm.snapshot_index(), 10, "the older build was not stored");
+            // An install always replaces: openraft sends only snapshots the follower needs.
+            sm.store_snapshot(&older, older_bytes, false).await.unwrap();
+            assert_eq!(sm.snapshot_index(), 7);
+        });
+        let (meta, _) = read_snapshot_file(&snaps.join("g1.snap")).unwrap().expect("a file");
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(7));
     }
 }
