@@ -4,7 +4,7 @@
 #   scripts/jepsen.sh --time SECS --nemesis kill,pause,partition,delay,clock --seed N [--bug NAME]
 #
 # Any other `raftcache-jepsen run` flag may follow (--nodes, --groups, --workload, --clients,
-# --op-timeout-ms, --max-skew-ms, --results DIR, --quiet); `--help` lists them.
+# --op-timeout-ms, --max-skew-ms, --results DIR, --quiet, --serve-arg=FLAG); `--help` lists them.
 # Exit status: 0 every checker passed, 1 anomaly found, 2 the harness failed.
 # The last line on stdout is the results directory (jepsen/results/<time>-<seed>/).
 set -euo pipefail

@@ -73,6 +73,10 @@ struct RunArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// More `raftcache serve` flags for every node (repeatable), e.g.
+    /// `--serve-arg=--snapshot-every=200` to snapshot, purge and install snapshots under faults.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +117,7 @@ async fn run(a: RunArgs) -> ExitCode {
         results_dir: Some(dir.clone()),
         max_skew_ms: a.max_skew_ms,
         progress: !a.quiet,
+        extra_args: a.serve_args,
         ..RunOptions::default()
     };
     match raftcache_jepsen::run(opts).await {
