@@ -91,8 +91,13 @@ pub struct Entry {
 impl Entry {
     /// Whether the entry is still live at leader time `at_ms` (it expires *at* `expires_at_ms`).
     pub fn is_live_at(&self, at_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|exp| exp > at_ms)
+        live_at(self.expires_at_ms, at_ms)
     }
+}
+
+/// Whether something expiring at `expires_at_ms` (never if `None`) is live at `at_ms`.
+pub(crate) fn live_at(expires_at_ms: Option<u64>, at_ms: u64) -> bool {
+    expires_at_ms.is_none_or(|exp| exp > at_ms)
 }
 
 /// What a read found.

@@ -177,7 +177,7 @@ pub(crate) struct Meta {
 impl Meta {
     /// Whether the entry is still live at leader time `at_ms` (see [`Entry::is_live_at`]).
     pub(crate) fn is_live_at(&self, at_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|exp| exp > at_ms)
+        crate::state::live_at(self.expires_at_ms, at_ms)
     }
 }
 
@@ -209,28 +209,41 @@ impl Entries {
         self.mem
     }
 
-    /// Stores `value` under `key` (copying both), replacing any previous entry.
-    pub(crate) fn insert(&mut self, key: &CacheKey, value: &[u8], version: u64, expires_at_ms: Option<u64>) {
-        self.remove(key);
+    /// Stores `value` under `key` (copying both), replacing any previous entry; the replaced
+    /// entry's version and expiry.
+    pub(crate) fn insert(
+        &mut self,
+        key: &CacheKey,
+        value: &[u8],
+        version: u64,
+        expires_at_ms: Option<u64>,
+    ) -> Option<Meta> {
         let slot = Slot::new(key, value, version, expires_at_ms);
         self.mem += slot.mem();
+        // Forget the old entry before indexing the new one: both may expire at the same time.
+        let old = self.slots.replace(slot).map(|old| self.forget(key, &old));
         if let Some(exp) = expires_at_ms {
             self.mem += key.size_bytes() + EXPIRY_OVERHEAD;
             self.by_expiry.insert((exp, key.compact()));
         }
-        self.slots.insert(slot);
+        old
     }
 
     /// Removes `key`'s entry; its version and expiry if there was one.
     pub(crate) fn remove(&mut self, key: &CacheKey) -> Option<Meta> {
         let old = self.slots.take(lookup_key(key).as_slice())?;
+        Some(self.forget(key, &old))
+    }
+
+    /// Drops the accounting and index slot of `key`'s entry `old`, which left `slots`.
+    fn forget(&mut self, key: &CacheKey, old: &Slot) -> Meta {
         self.mem -= old.mem();
         let meta = old.meta();
         if let Some(exp) = meta.expires_at_ms {
             self.mem -= key.size_bytes() + EXPIRY_OVERHEAD;
             self.by_expiry.remove(&(exp, key.clone()));
         }
-        Some(meta)
+        meta
     }
 
     /// Up to `limit` keys whose expiry is `<= at`, oldest first.
@@ -323,10 +336,9 @@ impl<'de> Deserialize<'de> for Entries {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
                 let mut entries = Entries::default();
                 while let Some((key, entry)) = map.next_entry::<CacheKey, Entry>()? {
-                    if entries.slots.contains(lookup_key(&key).as_slice()) {
+                    if entries.insert(&key, &entry.value, entry.version, entry.expires_at_ms).is_some() {
                         return Err(de::Error::custom(format!("entry {key} appears twice")));
                     }
-                    entries.insert(&key, &entry.value, entry.version, entry.expires_at_ms);
                 }
                 Ok(entries)
             }
@@ -377,6 +389,27 @@ mod tests {
         assert_eq!(e.remove(&key("n", "a")), None);
         e.remove(&key("n", "b"));
         assert_eq!((e.len(), e.mem_bytes(), e.by_expiry.len()), (0, 0, 0));
+
+        // Replacing an entry by one with the same expiry keeps the key in the index.
+        assert_eq!(e.insert(&key("n", "c"), b"1", 4, Some(70)), None);
+        assert_eq!(e.insert(&key("n", "c"), b"2", 5, Some(70)), Some(Meta { version: 4, expires_at_ms: Some(70) }));
+        assert_eq!(e.expired(80, 10), vec![key("n", "c")]);
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_key_twice_does_not_decode() {
+        let entry = |version| Entry { value: Bytes::from_static(b"v"), version, expires_at_ms: None };
+        let config = bincode::config::standard();
+        // bincode writes a map as its length and its pairs, like a sequence of pairs.
+        let twice =
+            bincode::serde::encode_to_vec(vec![(key("n", "a"), entry(1)), (key("n", "a"), entry(2))], config).unwrap();
+        let err = bincode::serde::borrow_decode_from_slice::<Entries, _>(&twice, config).unwrap_err();
+        assert!(err.to_string().contains("n/a appears twice"), "{err}");
+
+        let once =
+            bincode::serde::encode_to_vec(vec![(key("n", "a"), entry(1)), (key("n", "b"), entry(2))], config).unwrap();
+        let (decoded, _) = bincode::serde::borrow_decode_from_slice::<Entries, _>(&once, config).unwrap();
+        assert_eq!(decoded.len(), 2);
     }
 
     #[test]
