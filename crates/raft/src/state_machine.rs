@@ -88,8 +88,7 @@ impl StateMachineStore {
             None => match read_legacy_snapshot(&legacy)? {
                 Some((meta, bytes)) => {
                     // Move it to its file, so that sending it to a follower finds it there.
-                    write_snapshot_file(&snap_path, &encode(&StoredSnapshotMeta { meta: meta.clone() }), &bytes)
-                        .map_err(snap_err)?;
+                    write_snapshot_file(&snap_path, &meta, &bytes).map_err(snap_err)?;
                     legacy.clear().map_err(snap_err)?;
                     Some((meta, bytes))
                 }
@@ -142,12 +141,11 @@ impl StateMachineStore {
             tracing::info!(group = self.group, "a newer snapshot is stored already; not replacing it");
             return Ok(bytes);
         }
-        let (path, encoded_meta) = (self.snap_path.clone(), encode(&StoredSnapshotMeta { meta: meta.clone() }));
-        let bytes =
-            tokio::task::spawn_blocking(move || write_snapshot_file(&path, &encoded_meta, &bytes).map(|()| bytes))
-                .await
-                .map_err(snap_err)?
-                .map_err(snap_err)?;
+        let (path, file_meta) = (self.snap_path.clone(), meta.clone());
+        let bytes = tokio::task::spawn_blocking(move || write_snapshot_file(&path, &file_meta, &bytes).map(|()| bytes))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
         *self.snap_meta.lock().expect("snapshot meta lock poisoned") = Some(meta.clone());
         Ok(bytes)
     }
@@ -155,13 +153,14 @@ impl StateMachineStore {
 
 /// Writes a snapshot file next to `path`, syncs it, renames it over `path` and syncs the
 /// directory, so a crash leaves either the old snapshot or the new one.
-fn write_snapshot_file(path: &Path, meta: &[u8], state: &[u8]) -> std::io::Result<()> {
+fn write_snapshot_file(path: &Path, meta: &SnapshotMeta<u64, NodeInfo>, state: &[u8]) -> std::io::Result<()> {
+    let meta = encode(&StoredSnapshotMeta { meta: meta.clone() });
     let tmp = path.with_extension("snap.tmp");
     let mut f = File::create(&tmp)?;
     let meta_len = u32::try_from(meta.len()).map_err(std::io::Error::other)?;
     f.write_all(SNAP_MAGIC)?;
     f.write_all(&meta_len.to_le_bytes())?;
-    f.write_all(meta)?;
+    f.write_all(&meta)?;
     f.write_all(state)?;
     f.sync_all()?;
     drop(f);
@@ -347,7 +346,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g1.snap");
         let (meta, bytes) = state_with_one_key();
-        write_snapshot_file(&path, &encode(&StoredSnapshotMeta { meta }), &bytes).unwrap();
+        write_snapshot_file(&path, &meta, &bytes).unwrap();
         let good = fs::read(&path).unwrap();
         assert!(read_snapshot_file(&path).unwrap().is_some());
 
