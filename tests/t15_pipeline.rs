@@ -206,3 +206,68 @@ async fn t15_an_oversized_pipeline_message_ends_only_its_stream() {
     c.wait_converged(&c.data_groups(), Duration::from_secs(30)).await.expect("replicas agree");
     assert_no_panics(&c);
 }
+
+/// The version and group of an acknowledged set.
+fn set_outcome(what: &str, o: &Outcome) -> (u64, u64) {
+    match o {
+        Outcome::Set(r) => (r.version, r.header.as_ref().map_or(0, |h| h.group)),
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// Writes that reach a leader together go into one log entry (see `crates/raft/src/proposer.rs`):
+/// writes of different keys may share a version, writes of one key never do, and a retried
+/// batch is answered from each write's own de-duplication record.
+#[tokio::test(flavor = "multi_thread")]
+async fn t15_concurrent_writes_share_entries_but_a_key_never_repeats_a_version() {
+    let c = start_default().await;
+    let addr = c.addr(1);
+    retrying(|| raw_set(&addr, set_req("t15b", "warm", "up"))).await.expect("unary set");
+    let mut pipe = RawPipe::open(&addr).await;
+
+    // 300 writes of distinct keys with ids, in one message, then the same message again.
+    let n = 300u64;
+    let client_id = 0x7157_0001;
+    let writes: Vec<_> = (0..n)
+        .map(|i| call(i, Op::Set(set_req_with_id("t15b", &format!("k{i}"), format!("v{i}"), client_id, i + 1))))
+        .collect();
+    let first = pipe.round(writes.clone()).await;
+    let versions: Vec<(u64, u64)> = (0..n).map(|i| set_outcome(&format!("set of k{i}"), &first[&i])).collect();
+    let distinct: std::collections::HashSet<_> = versions.iter().collect();
+    assert!(
+        distinct.len() < n as usize,
+        "{n} concurrent writes got {} distinct (group, version) pairs: none were proposed together",
+        distinct.len()
+    );
+    let again = pipe.round(writes).await;
+    for i in 0..n {
+        assert_eq!(
+            set_outcome(&format!("retry of k{i}"), &again[&i]),
+            versions[i as usize],
+            "the retry of k{i} was applied again instead of answered from its record"
+        );
+    }
+
+    // 40 writes of one key in one message: each gets a version of its own, and the key ends
+    // with the value of the highest.
+    let m = 40u64;
+    let same: Vec<_> = (0..m).map(|i| call(1000 + i, Op::Set(set_req("t15b", "same", format!("s{i}"))))).collect();
+    let got = pipe.round(same).await;
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..m {
+        let (version, _) = set_outcome(&format!("set {i} of t15b/same"), &got[&(1000 + i)]);
+        if let Some(other) = seen.insert(version, i) {
+            panic!("writes {other} and {i} of t15b/same both got version {version}");
+        }
+    }
+    let (&top, &winner) = seen.iter().max().expect("forty versions");
+    let read = pipe.round(vec![call(2000, get("t15b", "same"))]).await;
+    match &read[&2000] {
+        Outcome::Get(r) => {
+            assert_eq!((&r.value[..], r.version), (format!("s{winner}").as_bytes(), top), "read of t15b/same")
+        }
+        other => panic!("read of t15b/same: {other:?}"),
+    }
+    c.wait_converged(&c.data_groups(), Duration::from_secs(30)).await.expect("replicas agree");
+    assert_no_panics(&c);
+}

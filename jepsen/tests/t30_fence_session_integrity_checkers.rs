@@ -228,13 +228,27 @@ fn integrity_rules() {
         2,
         rw,
         F::Write,
-        "j",
+        "k",
         Some(Value::Int(6)),
         0,
         1,
         version(3),
     );
     assert_eq!(h.kinds_of("integrity"), ["duplicate-version"]);
+
+    // Writes of two keys that shared one log entry share its index as their version.
+    let mut h = H::new();
+    h.ok(1, rw, F::Write, "k", Some(Value::Int(5)), 0, 1, version(3)).ok(
+        2,
+        rw,
+        F::Write,
+        "j",
+        Some(Value::Int(6)),
+        0,
+        1,
+        version(3),
+    );
+    assert!(h.kinds_of("integrity").is_empty(), "{:?}", h.kinds_of("integrity"));
 
     // And a clean history is clean everywhere.
     let mut h = H::new();

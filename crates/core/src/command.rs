@@ -60,6 +60,20 @@ pub enum Command {
     },
     /// Does nothing but advance time and the applied index (used to probe a group).
     Noop,
+    /// Client writes proposed together in one log entry, applied in order as if each were an
+    /// entry of its own at the same leader time. Each is de-duplicated with its own client and
+    /// gets its own version (see [`CacheState::apply`](crate::CacheState::apply)). Only `Set`,
+    /// `Delete` and `Invalidate` belong in a batch; anything else in one is refused.
+    Batch(Vec<BatchItem>),
+}
+
+/// One client write inside a [`Command::Batch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// The write's de-duplication identity, as in [`Request::client`].
+    pub client: Option<ClientSeq>,
+    /// The write.
+    pub cmd: Command,
 }
 
 impl Command {
@@ -70,6 +84,7 @@ impl Command {
             Command::Delete { key, .. } | Command::Invalidate { key } => key.key.len(),
             Command::Expire { keys, .. } => keys.iter().map(|k| k.key.len()).sum(),
             Command::Noop => 0,
+            Command::Batch(items) => items.iter().map(|i| i.cmd.approx_bytes()).sum(),
         }
     }
 }
@@ -134,4 +149,6 @@ pub enum Response {
     Rejected(Rejection),
     /// A membership change, a blank entry or a `Noop`.
     Blank,
+    /// The responses of a [`Command::Batch`]'s items, in order.
+    Batch(Vec<Response>),
 }

@@ -13,7 +13,10 @@
 //! log, even when leaders' clocks disagree.
 //!
 //! - **Versions.** The version of a value is the Raft log index of the write that produced it,
-//!   so versions are unique within a group and strictly increase per key.
+//!   so versions strictly increase per key and never exceed the group's applied index (a version
+//!   is also a read-your-writes token). A leader may put concurrent writes of *different* keys
+//!   into one entry ([`Command::Batch`]); they share its index as their version. Two writes of
+//!   one key never share an entry, so no key sees one version twice.
 //! - **Fences.** `Invalidate` removes a key and records a fence (the invalidation's log index)
 //!   that outlives the value for a retention window. A conditional write whose expected version
 //!   predates the fence is rejected as [`Rejection::Fenced`]: a slow loader can never put back
@@ -44,7 +47,7 @@ mod serde_bytes;
 mod state;
 mod topology;
 
-pub use command::{ClientSeq, Command, Condition, Rejection, Request, Response};
+pub use command::{BatchItem, ClientSeq, Command, Condition, Rejection, Request, Response};
 pub use error::{Error, Result};
 pub use key::{validate_ttl_ms, validate_value, CacheKey, Namespace};
 pub use placement::place_groups;

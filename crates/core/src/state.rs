@@ -52,7 +52,7 @@ mod snapshot;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Condition, Rejection, Request, Response};
+use crate::command::{ClientSeq, Command, Condition, Rejection, Request, Response};
 use crate::key::CacheKey;
 use entries::{Entries, Meta};
 use fences::Fences;
@@ -157,6 +157,11 @@ impl CacheState {
     /// order); debug builds assert it. The one exception is index 0 on a fresh state: openraft
     /// puts the initial membership at index 0, and it may be applied as a `Noop`. Rejections are
     /// ordinary responses, never errors: every replica rejects the same entries.
+    ///
+    /// A [`Command::Batch`] applies its writes in order, each de-duplicated by its own client and
+    /// versioned with `index`, and answers [`Response::Batch`] with one response per write. The
+    /// proposer keeps keys distinct within a batch; were one repeated, its later write would
+    /// carry the same version as the earlier.
     pub fn apply(&mut self, index: u64, req: &Request) -> Response {
         debug_assert!(
             index > self.last_index || (index == 0 && self.last_index == 0),
@@ -168,15 +173,25 @@ impl CacheState {
         let now = self.now_ms;
         self.fences.prune(now, self.config.fence_retention_ms);
         self.sessions.prune_idle(now);
+        match &req.cmd {
+            Command::Batch(items) => {
+                Response::Batch(items.iter().map(|item| self.apply_write(index, item.client, &item.cmd)).collect())
+            }
+            cmd => self.apply_write(index, req.client, cmd),
+        }
+    }
 
-        let Some(client) = req.client else {
-            return self.execute(index, &req.cmd);
+    /// Applies one write of the entry at `index`, de-duplicated by `client`.
+    fn apply_write(&mut self, index: u64, client: Option<ClientSeq>, cmd: &Command) -> Response {
+        let now = self.now_ms;
+        let Some(client) = client else {
+            return self.execute(index, cmd);
         };
         match self.sessions.check(client, index, now) {
             Dedup::Replay(response) => response,
             Dedup::TooOld => Response::Rejected(Rejection::DuplicateTooOld),
             Dedup::New => {
-                let response = self.execute(index, &req.cmd);
+                let response = self.execute(index, cmd);
                 self.sessions.record(client, index, now, response.clone(), self.config.max_sessions);
                 response
             }
@@ -314,6 +329,8 @@ impl CacheState {
                 Response::Expired { removed }
             }
             Command::Noop => Response::Blank,
+            // A batch inside a batch: never proposed; applied as nothing, deterministically.
+            Command::Batch(_) => Response::Batch(Vec::new()),
         }
     }
 }

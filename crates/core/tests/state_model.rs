@@ -11,7 +11,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use raftcache_core::limits::{SESSION_IDLE_MS, SESSION_WINDOW};
 use raftcache_core::{
-    CacheKey, CacheState, ClientSeq, Command, Condition, Entry, ReadResult, Rejection, Request, Response, StateConfig,
+    BatchItem, CacheKey, CacheState, ClientSeq, Command, Condition, Entry, ReadResult, Rejection, Request, Response,
+    StateConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -81,8 +82,17 @@ impl Model {
         let retention = self.retention;
         self.fences.retain(|_, (_, at)| now < at.saturating_add(retention));
         self.sessions.retain(|_, s| s.last_ms + SESSION_IDLE_MS > now);
+        match &req.cmd {
+            Command::Batch(items) => {
+                Response::Batch(items.iter().map(|i| self.apply_write(index, i.client, &i.cmd)).collect())
+            }
+            cmd => self.apply_write(index, req.client, cmd),
+        }
+    }
 
-        let Some(cs) = req.client else { return self.execute(index, &req.cmd) };
+    fn apply_write(&mut self, index: u64, client: Option<ClientSeq>, cmd: &Command) -> Response {
+        let now = self.now;
+        let Some(cs) = client else { return self.execute(index, cmd) };
         if let Some(s) = self.sessions.get_mut(&cs.client_id) {
             if let Some(r) = s.results.get(&cs.seq).cloned() {
                 s.last_index = index;
@@ -93,7 +103,7 @@ impl Model {
                 return Response::Rejected(Rejection::DuplicateTooOld);
             }
         }
-        let r = self.execute(index, &req.cmd);
+        let r = self.execute(index, cmd);
         let s = self.sessions.entry(cs.client_id).or_default();
         s.results.insert(cs.seq, r.clone());
         while s.results.len() > SESSION_WINDOW {
@@ -104,7 +114,8 @@ impl Model {
         s.last_index = index;
         s.last_ms = now;
         while self.sessions.len() > self.max_sessions {
-            let oldest = *self.sessions.iter().min_by_key(|(_, s)| s.last_index).unwrap().0;
+            // Clients of one batch entry share a last index; the lowest client id goes first.
+            let oldest = *self.sessions.iter().min_by_key(|(id, s)| (s.last_index, **id)).unwrap().0;
             self.sessions.remove(&oldest);
         }
         r
@@ -161,6 +172,7 @@ impl Model {
                 Response::Expired { removed }
             }
             Command::Noop => Response::Blank,
+            Command::Batch(_) => Response::Batch(Vec::new()),
         }
     }
 }
@@ -225,7 +237,7 @@ enum Op {
     Noop,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Writer {
     Internal,
     /// A new write of this client.
@@ -240,6 +252,9 @@ struct Step {
     index_gap: u64,
     writer: Writer,
     op: Op,
+    /// More writes proposed in the same entry, as a leader batches them (only client-style
+    /// writes on keys no other write of the batch touches are kept).
+    batched: Vec<(Writer, Op)>,
 }
 
 fn clock() -> impl Strategy<Value = Clock> {
@@ -282,8 +297,9 @@ fn writer() -> impl Strategy<Value = Writer> {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (clock(), prop_oneof![4 => Just(0u64), 1 => 1..3u64], writer(), op())
-        .prop_map(|(clock, index_gap, writer, op)| Step { clock, index_gap, writer, op })
+    let batched = prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec((writer(), op()), 1..4)];
+    (clock(), prop_oneof![4 => Just(0u64), 1 => 1..3u64], writer(), op(), batched)
+        .prop_map(|(clock, index_gap, writer, op, batched)| Step { clock, index_gap, writer, op, batched })
 }
 
 fn config() -> impl Strategy<Value = StateConfig> {
@@ -293,6 +309,14 @@ fn config() -> impl Strategy<Value = StateConfig> {
 
 // ---------------------------------------------------------------------------------------------
 // Running a log against model and state together.
+
+/// The key a write touches if a leader may batch it (the proposer's rule).
+fn batch_key(cmd: &Command) -> Option<&CacheKey> {
+    match cmd {
+        Command::Set { key, .. } | Command::Delete { key, .. } | Command::Invalidate { key } => Some(key),
+        _ => None,
+    }
+}
 
 struct Harness {
     model: Model,
@@ -357,6 +381,26 @@ impl Harness {
         }
     }
 
+    /// What `writer` sends for `op`: a new write, a retry, or an internal command.
+    fn write(&mut self, writer: Writer, op: &Op, now_ms: u64) -> (Option<ClientSeq>, Command) {
+        match writer {
+            Writer::Internal => (None, self.command(op, now_ms)),
+            Writer::Client(c) => {
+                let cmd = self.command(op, now_ms);
+                let sent = self.sent.entry(c).or_default();
+                sent.push(cmd.clone());
+                (Some(ClientSeq { client_id: c, seq: sent.len() as u64 }), cmd)
+            }
+            Writer::Retry(c, back) => match self.sent.get(&c) {
+                Some(sent) if (back as usize) < sent.len() => {
+                    let seq = sent.len() - back as usize;
+                    (Some(ClientSeq { client_id: c, seq: seq as u64 }), sent[seq - 1].clone())
+                }
+                _ => (None, self.command(op, now_ms)),
+            },
+        }
+    }
+
     fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
         let now_ms = match step.clock {
             Clock::Forward(d) => {
@@ -369,24 +413,26 @@ impl Harness {
                 self.clock
             }
         };
-        let (client, cmd) = match step.writer {
-            Writer::Internal => (None, self.command(&step.op, now_ms)),
-            Writer::Client(c) => {
-                let cmd = self.command(&step.op, now_ms);
-                let sent = self.sent.entry(c).or_default();
-                sent.push(cmd.clone());
-                (Some(ClientSeq { client_id: c, seq: sent.len() as u64 }), cmd)
+        let (client, cmd) = self.write(step.writer, &step.op, now_ms);
+        let mut req = Request { now_ms, client, cmd };
+        if !step.batched.is_empty() {
+            let mut items = vec![BatchItem { client, cmd: req.cmd }];
+            for (writer, op) in &step.batched {
+                let (client, cmd) = self.write(*writer, op, now_ms);
+                items.push(BatchItem { client, cmd });
             }
-            Writer::Retry(c, back) => match self.sent.get(&c) {
-                Some(sent) if (back as usize) < sent.len() => {
-                    let seq = sent.len() - back as usize;
-                    (Some(ClientSeq { client_id: c, seq: seq as u64 }), sent[seq - 1].clone())
+            let mut keys = std::collections::HashSet::new();
+            items.retain(|i| batch_key(&i.cmd).is_some_and(|k| keys.insert(k.clone())));
+            req = match items.len() {
+                0 => Request { now_ms, client: None, cmd: Command::Noop },
+                1 => {
+                    let i = items.pop().unwrap();
+                    Request { now_ms, client: i.client, cmd: i.cmd }
                 }
-                _ => (None, self.command(&step.op, now_ms)),
-            },
-        };
+                _ => Request { now_ms, client: None, cmd: Command::Batch(items) },
+            };
+        }
         self.index += 1 + step.index_gap;
-        let req = Request { now_ms, client, cmd };
 
         let expected = self.model.apply(self.index, &req);
         let got = self.state.apply(self.index, &req);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::ServerState;
 use raftcache_core::{Request, Response, StateConfig};
 
@@ -14,12 +14,13 @@ use crate::flusher::Flusher;
 use crate::freshness::{Freshness, QuorumClock};
 use crate::log_store::SledLogStore;
 use crate::network::{GroupNetworkFactory, PeerChannels, VoterSet};
+use crate::proposer::Proposer;
 use crate::read_index::{ReadIndexBatcher, ReadIndexError};
 use crate::state_machine::{SmData, StateMachineStore};
 use crate::types::{NodeInfo, Raft};
 
 /// Why a write did not produce a state machine response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
     /// Not the leader; the leader if known.
     #[error("not the leader")]
@@ -40,6 +41,7 @@ pub struct Group {
     pub node_id: u64,
     /// The group's Raft instance.
     pub raft: Raft,
+    proposer: Proposer,
     data: Arc<RwLock<SmData>>,
     sm: StateMachineStore,
     log: SledLogStore,
@@ -78,6 +80,7 @@ impl Group {
         let group = Arc::new(Self {
             id,
             node_id,
+            proposer: Proposer::start(raft.clone()),
             raft,
             data,
             sm,
@@ -160,15 +163,10 @@ impl Group {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// Proposes `req` and waits for it to apply.
+    /// Proposes `req` (possibly in one entry with other writes, see `proposer.rs`) and waits
+    /// for it to apply. Returns its response and the index of the entry that carried it.
     pub async fn write(&self, req: Request) -> std::result::Result<(Response, u64), WriteError> {
-        match self.raft.client_write(req).await {
-            Ok(r) => Ok((r.data, r.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
-            }
-            Err(e) => Err(WriteError::Unavailable(e.to_string())),
-        }
+        self.proposer.write(req).await
     }
 
     /// The read index: under the leader's lease if it holds, else confirmed by a (shared)

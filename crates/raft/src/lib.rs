@@ -48,6 +48,7 @@ mod freshness;
 mod group;
 mod log_store;
 mod network;
+mod proposer;
 mod read_index;
 mod registry;
 mod service;

@@ -5,7 +5,8 @@
 //!   not by one that certainly failed (a failed write that becomes visible is a lost `fail`);
 //! - a value has exactly one version (a write applied twice — a broken retry de-duplication —
 //!   shows up as one value under two versions);
-//! - no two acknowledged writes of a group share a version (versions are log indices).
+//! - no two acknowledged writes of a key share a version (versions are log indices; writes of
+//!   different keys proposed together share their entry's).
 
 use std::collections::HashMap;
 
@@ -99,14 +100,16 @@ pub fn check<'a>(ops: &'a [Op]) -> (VersionMap, Vec<Anomaly>) {
         }
     }
 
-    let mut by_index: HashMap<(u64, u64), &Op> = HashMap::new();
+    // Writes of different keys may share a version: a leader puts concurrent writes into one log
+    // entry, and a version is the index of that entry. Two writes of one key never may.
+    let mut by_version: HashMap<(u64, &str, u64), &Op> = HashMap::new();
     for op in ops.iter().filter(|o| o.applied()) {
         let (Some(group), Some(version)) = (op.group, op.version) else { continue };
-        if let Some(first) = by_index.insert((group, version), op) {
+        if let Some(first) = by_version.insert((group, op.key.as_str(), version), op) {
             anomalies.push(Anomaly::new(
                 "duplicate-version",
                 Some(&op.key),
-                format!("two acknowledged writes in group {group} got the same version {version}"),
+                format!("two acknowledged writes of this key in group {group} got the same version {version}"),
                 [first, op],
             ));
         }

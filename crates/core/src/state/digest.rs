@@ -76,6 +76,13 @@ impl Hasher {
                 }
             }
             Response::Blank => self.u64(6),
+            Response::Batch(responses) => {
+                self.u64(7);
+                self.u64(responses.len() as u64);
+                for r in responses {
+                    self.response(r);
+                }
+            }
         }
     }
 }

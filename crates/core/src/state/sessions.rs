@@ -11,7 +11,7 @@
 //! (the one whose last write is oldest goes first), and a client silent for
 //! [`SESSION_IDLE_MS`] of leader time is dropped. Both pick from the same end of one ordering:
 //! sessions by the log index of their last write, which also orders them by the time of it.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,8 +25,8 @@ const RESULT_OVERHEAD: usize = 64;
 /// What one client's recent writes did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
-    /// Log index of the client's most recent write (including replayed retries). Unique across
-    /// sessions: one log entry touches one client.
+    /// Log index of the client's most recent write (including replayed retries). Clients whose
+    /// writes shared one batch entry share it.
     pub(crate) last_index: u64,
     /// Leader time of that write.
     pub(crate) last_ms: u64,
@@ -52,24 +52,18 @@ pub(crate) enum Dedup {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sessions {
     by_client: BTreeMap<u64, Session>,
-    /// `last_index` → client, exactly one slot per session in `by_client`.
-    by_last_index: BTreeMap<u64, u64>,
+    /// `(last_index, client)`, exactly one per session in `by_client`: the oldest writer first.
+    by_last_index: BTreeSet<(u64, u64)>,
     /// Sum of remembered results over all sessions.
     results: usize,
 }
 
 impl Sessions {
-    /// Rebuilds the ordering from a map (snapshot restore). Errors if two sessions claim the same
-    /// `last_index`, which no log can produce.
-    pub(crate) fn from_map(by_client: BTreeMap<u64, Session>) -> Result<Self, String> {
-        let mut by_last_index = BTreeMap::new();
-        for (client, session) in &by_client {
-            if let Some(other) = by_last_index.insert(session.last_index, *client) {
-                return Err(format!("clients {other} and {client} both last wrote at index {}", session.last_index));
-            }
-        }
+    /// Rebuilds the ordering from a map (snapshot restore).
+    pub(crate) fn from_map(by_client: BTreeMap<u64, Session>) -> Self {
+        let by_last_index = by_client.iter().map(|(client, s)| (s.last_index, *client)).collect();
         let results = by_client.values().map(|s| s.results.len()).sum();
-        Ok(Self { by_client, by_last_index, results })
+        Self { by_client, by_last_index, results }
     }
 
     pub(crate) fn map(&self) -> &BTreeMap<u64, Session> {
@@ -86,7 +80,7 @@ impl Sessions {
 
     /// Drops clients that have not written for [`SESSION_IDLE_MS`] as of `now`.
     pub(crate) fn prune_idle(&mut self, now: u64) {
-        while let Some((_, client)) = self.by_last_index.first_key_value() {
+        while let Some((_, client)) = self.by_last_index.first() {
             let idle = self.by_client.get(client).is_none_or(|s| s.last_ms.saturating_add(SESSION_IDLE_MS) <= now);
             if !idle {
                 break;
@@ -102,10 +96,10 @@ impl Sessions {
         };
         if let Some(response) = session.results.get(&cs.seq) {
             let response = response.clone();
-            self.by_last_index.remove(&session.last_index);
+            self.by_last_index.remove(&(session.last_index, cs.client_id));
             session.last_index = index;
             session.last_ms = now;
-            self.by_last_index.insert(index, cs.client_id);
+            self.by_last_index.insert((index, cs.client_id));
             return Dedup::Replay(response);
         }
         if cs.seq <= session.floor {
@@ -124,10 +118,10 @@ impl Sessions {
             results: BTreeMap::new(),
             floor: 0,
         });
-        self.by_last_index.remove(&session.last_index);
+        self.by_last_index.remove(&(session.last_index, cs.client_id));
         session.last_index = index;
         session.last_ms = now;
-        self.by_last_index.insert(index, cs.client_id);
+        self.by_last_index.insert((index, cs.client_id));
         if session.results.insert(cs.seq, response).is_none() {
             self.results += 1;
         }

@@ -97,7 +97,7 @@ impl Owned {
             last_index: last,
             entries: self.entries,
             fences: Fences::from_map(self.fences),
-            sessions: Sessions::from_map(self.sessions)?,
+            sessions: Sessions::from_map(self.sessions),
         })
     }
 }

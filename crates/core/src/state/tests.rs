@@ -2,7 +2,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::command::ClientSeq;
+use crate::command::{BatchItem, ClientSeq};
 use crate::limits::{SESSION_IDLE_MS, SESSION_WINDOW};
 
 const RETENTION: u64 = 1_000;
@@ -358,4 +358,51 @@ fn mem_bytes_tracks_inserts_and_removals() {
     assert!(s.mem_bytes() < one);
     s.apply(3, &req(0, Command::Delete { key: key("a"), cond: Condition::None }));
     assert_eq!(s.mem_bytes(), empty);
+}
+
+#[test]
+fn a_batch_applies_each_write_at_its_index_and_remembers_each_client() {
+    let mut s = state();
+    s.apply(1, &req(10, set("a", "old", None, Condition::None)));
+    let item = |client_id, seq, cmd| BatchItem { client: Some(ClientSeq { client_id, seq }), cmd };
+    let batch = Command::Batch(vec![
+        item(7, 1, set("a", "new", None, Condition::IfVersion(1))),
+        item(8, 1, set("b", "x", None, Condition::IfAbsent)),
+        item(9, 1, Command::Invalidate { key: key("c") }),
+        item(7, 2, set("d", "y", None, Condition::IfVersion(5))),
+    ]);
+    let got = s.apply(2, &req(20, batch.clone()));
+    assert_eq!(
+        got,
+        Response::Batch(vec![
+            Response::Written { version: 2 },
+            Response::Written { version: 2 },
+            Response::Invalidated { fence: 2 },
+            Response::Rejected(Rejection::ConditionFailed { current_version: 0 }),
+        ])
+    );
+    assert_eq!((found_version(&s, "a", 20), found_version(&s, "b", 20)), (Some(2), Some(2)));
+    assert_eq!(missing_version(&s, "c", 20), Some(2));
+
+    // Three clients last wrote at index 2; a snapshot keeps them all.
+    let mut restored = CacheState::from_bytes(&s.to_bytes()).expect("snapshot of a batched state decodes");
+    assert_eq!(restored.session_count(), 3);
+    assert_eq!(restored.digest(), s.digest());
+
+    // A retry of the whole batch replays every answer and changes nothing.
+    let before = restored.digest();
+    let again = restored.apply(3, &req(30, batch));
+    assert_eq!(again, got);
+    assert_eq!(found_version(&restored, "a", 30), Some(2));
+    assert_eq!(restored.len(), s.len());
+    assert_ne!(restored.digest(), before, "the replay still advances the applied index");
+}
+
+#[test]
+fn a_batch_inside_a_batch_applies_nothing() {
+    let mut s = state();
+    let inner = Command::Batch(vec![BatchItem { client: None, cmd: set("a", "v", None, Condition::None) }]);
+    let got = s.apply(1, &req(10, Command::Batch(vec![BatchItem { client: None, cmd: inner }])));
+    assert_eq!(got, Response::Batch(vec![Response::Batch(Vec::new())]));
+    assert!(s.is_empty());
 }
