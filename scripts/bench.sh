@@ -6,7 +6,7 @@
 # Installs etcd (Debian's etcd-server), redis-server and protoc (for the bench's etcd client)
 # when missing, builds raftcache and raftcache-bench (release), then measures one system at a
 # time, each alone on the machine, all on loopback:
-#   raftcache  3 nodes, 16 groups, 3 replicas, fsync (the node's defaults)
+#   raftcache  3 nodes, 3 groups, 3 replicas, fsync (the node's defaults)
 #   etcd       3 members, default fsync
 #   Redis      one server, no persistence (--save '' --appendonly no)
 # with the same workloads (`raftcache-bench suite`): write, read, 90/10 mixed; uniform and

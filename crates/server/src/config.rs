@@ -32,9 +32,12 @@ pub struct ServeArgs {
     /// cluster. Defaults to this node alone.
     #[arg(long)]
     pub initial_cluster: Option<String>,
-    /// Number of data groups (fixed at bootstrap).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub groups: u64,
+    /// Number of data groups, fixed at bootstrap [default: one per founding member, so each node
+    /// leads one group]. Every group costs its own Raft rounds, and writes proposed together
+    /// share a log entry only within a group: more groups than nodes spread leaders no further
+    /// and cut write throughput (README, Performance: Scale).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub groups: Option<u64>,
     /// Replicas per data group (capped at the number of nodes).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
     pub replicas: u64,

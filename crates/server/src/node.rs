@@ -59,7 +59,8 @@ fn load_or_create_identity(db: &sled::Db, args: &ServeArgs) -> anyhow::Result<Id
         bail!("--initial-cluster does not name this node's --id {}", args.id);
     }
     let ids: Vec<u64> = nodes.keys().copied().collect();
-    let groups = place_groups(&ids, args.groups, args.replicas as usize);
+    let group_count = args.groups.unwrap_or(ids.len() as u64);
+    let groups = place_groups(&ids, group_count, args.replicas as usize);
     let ident = Identity {
         node_id: args.id,
         topology: Topology { epoch: 1, nodes, groups },
@@ -67,7 +68,7 @@ fn load_or_create_identity(db: &sled::Db, args: &ServeArgs) -> anyhow::Result<Id
     };
     tree.insert(IDENTITY, encode(&ident))?;
     db.flush()?;
-    tracing::info!(node = args.id, nodes = ident.topology.nodes.len(), groups = args.groups, "bootstrapped new node");
+    tracing::info!(node = args.id, nodes = ident.topology.nodes.len(), groups = group_count, "bootstrapped new node");
     Ok(ident)
 }
 
