@@ -194,6 +194,26 @@ pub async fn connect(spec: &Spec, endpoints: &[String]) -> anyhow::Result<Vec<Ad
     Ok(out)
 }
 
+/// Attempts at one preload write before the run is abandoned.
+const PRELOAD_ATTEMPTS: u32 = 5;
+
+/// Sets `key` for a preload, trying again after a failure (an election under heavy load makes
+/// the SDK give up on a write now and then; writing the same value again is harmless).
+async fn set_retrying(a: &mut Adapter, key: &str, value: &Bytes) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match a.set(key, value).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < PRELOAD_ATTEMPTS => {
+                eprintln!("\r\x1b[Kpreloading {key}: attempt {attempt} failed ({e:#}); trying again");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).with_context(|| format!("preloading {key} ({PRELOAD_ATTEMPTS} attempts)")),
+        }
+    }
+}
+
 /// Writes every key of `0..keys` once, with `clients` writers, so reads find values.
 pub async fn preload(adapters: &[Adapter], keys: u64, value_bytes: usize, clients: usize) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -221,7 +241,7 @@ pub async fn preload(adapters: &[Adapter], keys: u64, value_bytes: usize, client
                     if k >= keys {
                         return anyhow::Ok(());
                     }
-                    a.set(&key_name(k), &value).await.with_context(|| format!("preloading {}", key_name(k)))?;
+                    set_retrying(&mut a, &key_name(k), &value).await?;
                 }
             })
         })

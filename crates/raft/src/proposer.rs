@@ -11,7 +11,7 @@
 //! A batch never holds two writes of the same key (each write of a key gets a version of its
 //! own, later than the one before), nor an internal command (`Expire`, `Noop`), which goes alone.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -22,14 +22,20 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::group::WriteError;
 use crate::types::Raft;
 
-/// Entries of one group proposed by this leader and not yet applied, at most.
-pub const MAX_IN_FLIGHT: usize = 2;
+/// Entries of one group proposed by this leader and not yet applied, at most. Fewer make bigger
+/// batches; more let a hot key, which gets one write per entry, through faster. 3 nodes, 3 groups,
+/// 64 clients, writes/s uniform / Zipf(0.99) keys: 2 in flight 7,923 / 4,246; 3: 7,730 / 5,839;
+/// 4: 7,050 / 6,258.
+pub const MAX_IN_FLIGHT: usize = 3;
 /// Writes in one batch entry, at most.
 pub const MAX_BATCH_WRITES: usize = 1024;
 /// Key and value bytes in one batch entry, at most (a single larger write goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// Writes waiting for a batch; beyond this, writers wait for room.
+/// Writes queued for the proposer; beyond this, writers wait for room.
 const QUEUE: usize = 4096;
+/// Writes the proposer holds while it picks the next entry's (it reads no more from the queue
+/// while it holds this many).
+const MAX_WAITING: usize = 2 * MAX_BATCH_WRITES;
 
 /// What a write resolves to: the state machine's response and the log index it applied at.
 pub type WriteResult = Result<(Response, u64), WriteError>;
@@ -73,47 +79,66 @@ fn batch_key(cmd: &Command) -> Option<&CacheKey> {
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let hasher = RandomState::new();
-    let mut held: Option<Pending> = None;
+    // Writes taken from the channel and not proposed yet, in arrival order.
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
     loop {
-        let first = match held.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(p) => waiting.push_back(p),
                 None => return,
-            },
-        };
-        // Wait for room before gathering: what queues meanwhile joins this entry.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        if let Some(key) = batch_key(&batch[0].req.cmd) {
-            // Keys are told apart by hash; a collision only ends the batch early.
-            let mut keys = HashSet::from([hasher.hash_one(key)]);
-            let mut bytes = batch[0].req.cmd.approx_bytes();
-            while batch.len() < MAX_BATCH_WRITES {
-                let Ok(next) = rx.try_recv() else { break };
-                let size = next.req.cmd.approx_bytes();
-                let fits = batch_key(&next.req.cmd)
-                    .is_some_and(|k| bytes + size <= MAX_BATCH_BYTES && keys.insert(hasher.hash_one(k)));
-                if !fits {
-                    held = Some(next);
-                    break;
-                }
-                bytes += size;
-                batch.push(next);
             }
         }
-        // Writers that gave up (deadline passed, client gone) are not proposed: they were told
-        // the write may or may not apply, and not applying it is the cheaper of the two.
-        batch.retain(|p| !p.done.is_closed());
-        if batch.is_empty() {
-            continue;
+        // Wait for room before gathering: what queues meanwhile joins this entry.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        while waiting.len() < MAX_WAITING {
+            let Ok(p) = rx.try_recv() else { break };
+            waiting.push_back(p);
         }
+        let batch = gather(&mut waiting, &hasher);
         let raft = raft.clone();
         tokio::spawn(async move {
             commit(&raft, batch).await;
             drop(slot);
         });
     }
+}
+
+/// Takes the next entry's writes from `waiting`: the first write, then every later one that can
+/// share its entry, skipping (and leaving in order for the next entry) a write of a key already
+/// taken or skipped, one that would overflow the entry, and internal commands. So a hot key
+/// costs an entry per write of it, not an entry per write of every key queued behind it, and
+/// writes of one key still reach the log in the order they arrived.
+///
+/// Writers that gave up (deadline passed, client gone) are dropped unproposed: they were told
+/// the write may or may not apply, and not applying it is the cheaper of the two.
+fn gather(waiting: &mut VecDeque<Pending>, hasher: &RandomState) -> Vec<Pending> {
+    waiting.retain(|p| !p.done.is_closed());
+    let Some(first) = waiting.pop_front() else { return Vec::new() };
+    let Some(key) = batch_key(&first.req.cmd) else { return vec![first] };
+    // Keys are told apart by hash; a collision only keeps a write for a later entry.
+    let mut keys = HashSet::from([hasher.hash_one(key)]);
+    let mut bytes = first.req.cmd.approx_bytes();
+    let mut batch = vec![first];
+    let mut skipped = VecDeque::new();
+    while let Some(next) = waiting.pop_front() {
+        if batch.len() >= MAX_BATCH_WRITES {
+            waiting.push_front(next);
+            break;
+        }
+        let size = next.req.cmd.approx_bytes();
+        match batch_key(&next.req.cmd) {
+            Some(k) if keys.insert(hasher.hash_one(k)) && bytes + size <= MAX_BATCH_BYTES => {
+                bytes += size;
+                batch.push(next);
+            }
+            // A key already taken or skipped, an overflow (whose key is now taken, so that later
+            // writes of it wait too), or an internal command.
+            _ => skipped.push_back(next),
+        }
+    }
+    skipped.append(waiting);
+    *waiting = skipped;
+    batch
 }
 
 /// Proposes `batch` as one entry and answers each writer.
@@ -157,5 +182,83 @@ async fn propose(raft: &Raft, req: Request) -> WriteResult {
             Err(WriteError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
         }
         Err(e) => Err(WriteError::Unavailable(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raftcache_core::Condition;
+
+    use super::*;
+
+    fn set(key: &str, value_len: usize) -> Command {
+        Command::Set {
+            key: CacheKey::new("t", Bytes::copy_from_slice(key.as_bytes())).expect("valid key"),
+            value: Bytes::from(vec![b'v'; value_len]),
+            ttl_ms: None,
+            cond: Condition::None,
+        }
+    }
+
+    /// Queued writes, with the receivers that keep them wanted.
+    fn queue(cmds: Vec<Command>) -> (VecDeque<Pending>, Vec<oneshot::Receiver<WriteResult>>) {
+        cmds.into_iter()
+            .map(|cmd| {
+                let (done, rx) = oneshot::channel();
+                (Pending { req: Request { now_ms: 1, client: None, cmd }, done }, rx)
+            })
+            .unzip()
+    }
+
+    fn names(ps: &[Pending]) -> Vec<String> {
+        ps.iter()
+            .map(|p| match &p.req.cmd {
+                Command::Set { key, value, .. } => format!("{}:{}", String::from_utf8_lossy(&key.key), value.len()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_skips_repeated_keys_and_keeps_their_order() {
+        let (mut waiting, _rx) = queue(vec![set("a", 1), set("b", 2), set("a", 3), set("c", 4), set("a", 5)]);
+        let hasher = RandomState::new();
+        let batch = gather(&mut waiting, &hasher);
+        assert_eq!(names(&batch), ["a:1", "b:2", "c:4"]);
+        assert_eq!(names(waiting.make_contiguous()), ["a:3", "a:5"]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["a:3"]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["a:5"]);
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn an_overflowing_write_holds_back_later_writes_of_its_key() {
+        let big = MAX_BATCH_BYTES - 10;
+        let (mut waiting, _rx) = queue(vec![set("a", 100), set("b", big), set("c", 1), set("b", 1)]);
+        let hasher = RandomState::new();
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["a:100", "c:1"]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), [format!("b:{big}")]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["b:1"]);
+    }
+
+    #[test]
+    fn internal_commands_go_alone_and_gone_writers_are_dropped() {
+        let (mut waiting, mut rx) = queue(vec![Command::Noop, set("a", 1), Command::Noop, set("b", 1), set("c", 1)]);
+        rx.remove(3); // the writer of b gave up
+        let hasher = RandomState::new();
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["Noop"]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["a:1", "c:1"]);
+        assert_eq!(names(&gather(&mut waiting, &hasher)), ["Noop"]);
+        assert!(gather(&mut waiting, &hasher).is_empty());
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_write_limit() {
+        let cmds = (0..MAX_BATCH_WRITES + 5).map(|i| set(&format!("k{i}"), 1)).collect();
+        let (mut waiting, _rx) = queue(cmds);
+        let hasher = RandomState::new();
+        assert_eq!(gather(&mut waiting, &hasher).len(), MAX_BATCH_WRITES);
+        assert_eq!(names(&gather(&mut waiting, &hasher))[0], format!("k{MAX_BATCH_WRITES}:1"));
     }
 }
