@@ -61,9 +61,10 @@ pub enum Command {
     /// Does nothing but advance time and the applied index (used to probe a group).
     Noop,
     /// Client writes proposed together in one log entry, applied in order as if each were an
-    /// entry of its own at the same leader time. Each is de-duplicated with its own client and
-    /// gets its own version (see [`CacheState::apply`](crate::CacheState::apply)). Only `Set`,
-    /// `Delete` and `Invalidate` belong in a batch; anything else in one is refused.
+    /// entry of its own at the same index and leader time: each is de-duplicated with its own
+    /// client and versioned with the entry's index (see
+    /// [`CacheState::apply`](crate::CacheState::apply)). Leaders batch only `Set`, `Delete` and
+    /// `Invalidate` of distinct keys; a batch nested in a batch applies as nothing.
     Batch(Vec<BatchItem>),
 }
 

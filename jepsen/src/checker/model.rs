@@ -2,9 +2,9 @@
 //!
 //! A key holds a value or nothing. Every write the harness makes has a unique value, and the
 //! server gives each applied write a version (its Raft log index) that is unique for the key
-//! and increases along the log (writes of other keys batched into the same entry share it). So a value identifies its write, and the checker knows a value's
-//! version whenever an ok write or any ok read reported it ([`VersionMap`]). A compare-and-set
-//! conditions on a version; an absent key has version 0 (the register workload never
+//! and increases along the log (writes of other keys batched into the same entry share it). So
+//! a value identifies its write, and the checker knows a value's version whenever an ok write
+//! or any ok read reported it ([`VersionMap`]). A compare-and-set conditions on a version; an absent key has version 0 (the register workload never
 //! invalidates, so no fence raises it).
 //!
 //! **Contract with the workload**: a compare-and-set expects 0 or the version of a value that

@@ -96,10 +96,7 @@ impl Sessions {
         };
         if let Some(response) = session.results.get(&cs.seq) {
             let response = response.clone();
-            self.by_last_index.remove(&(session.last_index, cs.client_id));
-            session.last_index = index;
-            session.last_ms = now;
-            self.by_last_index.insert((index, cs.client_id));
+            touch(&mut self.by_last_index, cs.client_id, session, index, now);
             return Dedup::Replay(response);
         }
         if cs.seq <= session.floor {
@@ -118,10 +115,7 @@ impl Sessions {
             results: BTreeMap::new(),
             floor: 0,
         });
-        self.by_last_index.remove(&(session.last_index, cs.client_id));
-        session.last_index = index;
-        session.last_ms = now;
-        self.by_last_index.insert((index, cs.client_id));
+        touch(&mut self.by_last_index, cs.client_id, session, index, now);
         if session.results.insert(cs.seq, response).is_none() {
             self.results += 1;
         }
@@ -143,4 +137,13 @@ impl Sessions {
             }
         }
     }
+}
+
+/// Records that `client`, whose session is `session`, wrote at `index` and leader time `now`,
+/// moving it in `order` (the `by_last_index` of its [`Sessions`]).
+fn touch(order: &mut BTreeSet<(u64, u64)>, client: u64, session: &mut Session, index: u64, now: u64) {
+    order.remove(&(session.last_index, client));
+    session.last_index = index;
+    session.last_ms = now;
+    order.insert((index, client));
 }
