@@ -5,10 +5,10 @@ use crate::error::{Error, Result};
 /// Whether an append is acknowledged before or after it reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// fsync (sled flush) before acknowledging; survives any crash.
+    /// fdatasync of the write-ahead log before acknowledging; survives any crash.
     Fsync,
-    /// acknowledge at once; sled flushes in the background (every 500 ms). A crash of a majority
-    /// within that window loses acknowledged writes.
+    /// acknowledge at once; the write-ahead log syncs in the background (every 500 ms). A crash
+    /// of a majority within that window loses acknowledged writes.
     Async,
 }
 

@@ -10,14 +10,14 @@ use raftcache_core::{Request, Response, StateConfig};
 
 use crate::config::{raft_config, Durability, RaftTuning};
 use crate::error::{Error, Result};
-use crate::flusher::Flusher;
 use crate::freshness::{Freshness, QuorumClock};
-use crate::log_store::SledLogStore;
+use crate::log_store::WalLogStore;
 use crate::network::{GroupNetworkFactory, PeerChannels, VoterSet};
 use crate::proposer::Proposer;
 use crate::read_index::{ReadIndexBatcher, ReadIndexError};
 use crate::state_machine::{SmData, StateMachineStore};
 use crate::types::{NodeInfo, Raft};
+use crate::wal::Wal;
 
 /// Why a write did not produce a state machine response.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub struct Group {
     proposer: Proposer,
     data: Arc<RwLock<SmData>>,
     sm: StateMachineStore,
-    log: SledLogStore,
+    log: WalLogStore,
     reads: Arc<ReadIndexBatcher>,
     /// Follower side of EVENTUAL staleness.
     freshness: Mutex<Freshness>,
@@ -62,13 +62,17 @@ impl Group {
         node_id: u64,
         db: &sled::Db,
         snap_dir: &std::path::Path,
-        flusher: Flusher,
+        wal: Wal,
         peers: PeerChannels,
         tuning: &RaftTuning,
         state_config: StateConfig,
         durability: Durability,
     ) -> Result<Arc<Self>> {
-        let log = SledLogStore::open(db, flusher, id, durability)?.owned_by(node_id);
+        let log = WalLogStore::new(wal, id, durability).owned_by(node_id);
+        let moved = log.import_sled(db).await.map_err(Error::Storage)?;
+        if moved > 0 {
+            tracing::info!(group = id, entries = moved, "moved the group's log from sled into the WAL");
+        }
         let sm = StateMachineStore::open(db, snap_dir, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
         let data = sm.data();
         let config = raft_config(id, tuning)?;

@@ -5,13 +5,17 @@
 //!
 //! ## STORAGE
 //!
-//! One `sled::Db` per node. Group `g` owns the trees `g{g}/log` (entries keyed by big-endian log
-//! index, bincode 2), `g{g}/meta` (vote, committed log id, last purged log id) and `g{g}/snap`
-//! (the current snapshot). With [`Durability::Fsync`] an append is acknowledged to openraft only
-//! after a flush of the Db returns; a [`Flusher`] thread batches the flushes of all groups,
-//! so one fsync covers every entry appended before it (group commit). [`Durability::Async`] acknowledges at once and lets sled
-//! flush in the background: a crash of a majority can lose acknowledged writes. Votes are always
-//! flushed, because a forgotten vote can elect two leaders in one term.
+//! One write-ahead log per node ([`Wal`], files under `wal/`) holds the Raft logs of all its
+//! groups: entries, votes, commit marks, truncations and purges are checksummed records in
+//! segment files, replayed on start. A sync thread writes what was appended and, with
+//! [`Durability::Fsync`], acknowledges an append to openraft only after an `fdatasync` that
+//! covers it; one sync covers every group's appends since the last (group commit).
+//! [`Durability::Async`] acknowledges at once and syncs every 500 ms: a crash of a majority can
+//! lose acknowledged writes. Votes and truncations always wait for the sync, because a forgotten
+//! vote can elect two leaders in one term. A segment is deleted once every group has purged
+//! (snapshotted past) all its entries. A small `sled::Db` per node keeps the node's identity;
+//! logs an earlier version kept in sled trees move into the WAL on first start
+//! ([`WalLogStore::import_sled`]). Snapshots are files of their own (`state_machine.rs`).
 //!
 //! ## STATE MACHINE
 //!
@@ -43,7 +47,6 @@
 mod codec;
 mod config;
 mod error;
-mod flusher;
 mod freshness;
 mod group;
 mod log_store;
@@ -54,16 +57,17 @@ mod registry;
 mod service;
 mod state_machine;
 mod types;
+mod wal;
 
 pub use codec::{decode, encode};
 pub use config::{raft_config, Durability, RaftTuning};
 pub use error::{Error, Result};
-pub use flusher::Flusher;
 pub use group::{Group, WriteError};
-pub use log_store::SledLogStore;
+pub use log_store::WalLogStore;
 pub use network::{GroupNetworkFactory, PeerChannels, MAX_RAFT_MESSAGE};
 pub use read_index::{ReadIndexBatcher, ReadIndexError};
 pub use registry::GroupRegistry;
 pub use service::RaftServiceImpl;
 pub use state_machine::{SmData, StateMachineStore};
 pub use types::{NodeInfo, Raft, TypeConfig};
+pub use wal::{Wal, WalOptions};

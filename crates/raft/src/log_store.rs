@@ -1,10 +1,4 @@
-//! The Raft log of one group in sled.
-//!
-//! Invariants of the trees (all written by this file only):
-//! - `log`: key = big-endian `u64` index, value = bincode entry. Indexes are contiguous from
-//!   `last_purged + 1` to the last entry; `truncate` and `purge` keep that true.
-//! - `meta`: `vote`, `committed`, `last_purged` (bincode `LogId`/`Vote`). `last_purged` never
-//!   decreases.
+//! The Raft log of one group: its view of the node's [`Wal`].
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,29 +8,10 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use crate::codec::{decode, encode};
+use crate::codec::decode;
 use crate::config::Durability;
-use crate::flusher::Flusher;
 use crate::types::TypeConfig;
-
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
-
-/// The log store of one group. Cheap to clone: clones share the sled trees.
-#[derive(Clone)]
-pub struct SledLogStore {
-    flusher: Flusher,
-    log: sled::Tree,
-    meta: sled::Tree,
-    durability: Durability,
-    /// This node's id when the store belongs to a running group (see `read_vote`).
-    owner: Option<u64>,
-    /// The highest commit index openraft has handed to `save_committed` since start (0 before).
-    /// openraft saves it before applying the entries up to it, so on a leader it covers every
-    /// write that was acknowledged (a write is acknowledged once applied).
-    committed: Arc<AtomicU64>,
-}
+use crate::wal::{until_durable, Wal};
 
 fn read_err(e: impl ToString) -> StorageError<u64> {
     StorageIOError::read_logs(&std::io::Error::other(e.to_string())).into()
@@ -50,17 +25,24 @@ fn vote_err(e: impl ToString) -> StorageError<u64> {
     StorageIOError::write_vote(&std::io::Error::other(e.to_string())).into()
 }
 
-impl SledLogStore {
-    /// Opens (or creates) the log trees of `group` in `db`.
-    pub fn open(db: &sled::Db, flusher: Flusher, group: u64, durability: Durability) -> Result<Self, sled::Error> {
-        Ok(Self {
-            flusher,
-            log: db.open_tree(format!("g{group}/log"))?,
-            meta: db.open_tree(format!("g{group}/meta"))?,
-            durability,
-            owner: None,
-            committed: Arc::default(),
-        })
+/// The log store of one group. Cheap to clone: clones share the WAL.
+#[derive(Clone)]
+pub struct WalLogStore {
+    wal: Wal,
+    group: u64,
+    durability: Durability,
+    /// This node's id when the store belongs to a running group (see `read_vote`).
+    owner: Option<u64>,
+    /// The highest commit index openraft has handed to `save_committed` since start (0 before).
+    /// openraft saves it before applying the entries up to it, so on a leader it covers every
+    /// write that was acknowledged (a write is acknowledged once applied).
+    committed: Arc<AtomicU64>,
+}
+
+impl WalLogStore {
+    /// The log of `group` in `wal`.
+    pub fn new(wal: Wal, group: u64, durability: Durability) -> Self {
+        Self { wal, group, durability, owner: None, committed: Arc::default() }
     }
 
     /// Marks the store as `node`'s own, so that a leadership this node held before a restart is
@@ -77,60 +59,77 @@ impl SledLogStore {
 
     /// Whether this group has ever stored a vote or a log entry (it was initialized before).
     pub fn has_state(&self) -> bool {
-        self.meta.get(VOTE).ok().flatten().is_some() || !self.log.is_empty()
+        self.wal.has_state(self.group)
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
-        match self.meta.get(key).map_err(read_err)? {
-            Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
-            None => Ok(None),
+    /// Moves a log that an earlier version kept in sled (trees `g{group}/log` and `g{group}/meta`)
+    /// into the WAL, then empties those trees. Returns how many entries moved. If the WAL
+    /// already holds this group (a crash after the move, before the trees were emptied), the
+    /// trees are only emptied.
+    pub async fn import_sled(&self, db: &sled::Db) -> Result<usize, String> {
+        let log = db.open_tree(format!("g{}/log", self.group)).map_err(|e| e.to_string())?;
+        let meta = db.open_tree(format!("g{}/meta", self.group)).map_err(|e| e.to_string())?;
+        if log.is_empty() && meta.is_empty() {
+            return Ok(0);
         }
-    }
-
-    async fn flush(&self) -> Result<(), String> {
-        self.flusher.flush().await
+        let mut moved = 0;
+        if !self.wal.has_state(self.group) {
+            let get = |key: &[u8]| -> Result<Option<sled::IVec>, String> { meta.get(key).map_err(|e| e.to_string()) };
+            let vote: Option<Vote<u64>> = get(b"vote")?.map(|v| decode(&v)).transpose().map_err(|e| e.to_string())?;
+            let committed: Option<Option<LogId<u64>>> =
+                get(b"committed")?.map(|v| decode(&v)).transpose().map_err(|e| e.to_string())?;
+            let purged: Option<LogId<u64>> =
+                get(b"last_purged")?.map(|v| decode(&v)).transpose().map_err(|e| e.to_string())?;
+            self.wal.set_meta(self.group, vote, committed.flatten(), purged).map_err(|e| e.to_string())?;
+            let mut batch = Vec::new();
+            for kv in log.iter() {
+                let (_, v) = kv.map_err(|e| e.to_string())?;
+                let entry: Entry<TypeConfig> = decode(&v).map_err(|e| format!("undecodable sled log entry: {e}"))?;
+                if purged.is_some_and(|p| entry.log_id.index <= p.index) {
+                    continue;
+                }
+                batch.push(entry);
+                if batch.len() == 1024 {
+                    moved += batch.len();
+                    self.wal.append(self.group, std::mem::take(&mut batch), None).map_err(|e| e.to_string())?;
+                }
+            }
+            moved += batch.len();
+            self.wal.append(self.group, batch, None).map_err(|e| e.to_string())?;
+            self.wal.sync().await?;
+        }
+        log.clear().map_err(|e| e.to_string())?;
+        meta.clear().map_err(|e| e.to_string())?;
+        db.flush_async().await.map_err(|e| e.to_string())?;
+        Ok(moved)
     }
 }
 
-fn range_to_keys<RB: RangeBounds<u64>>(range: &RB) -> ([u8; 8], Bound<[u8; 8]>) {
-    let start = match range.start_bound() {
-        Bound::Included(s) => *s,
-        Bound::Excluded(s) => s.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(e) => Bound::Included(e.to_be_bytes()),
-        Bound::Excluded(e) => Bound::Excluded(e.to_be_bytes()),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (start.to_be_bytes(), end)
-}
-
-impl RaftLogReader<TypeConfig> for SledLogStore {
+impl RaftLogReader<TypeConfig> for WalLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        let (start, end) = range_to_keys(&range);
-        let mut out = Vec::new();
-        for kv in self.log.range((Bound::Included(start), end)) {
-            let (_, v) = kv.map_err(read_err)?;
-            out.push(decode(&v).map_err(read_err)?);
-        }
-        Ok(out)
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.saturating_add(1),
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal.read(self.group, start, end).map_err(read_err)
     }
 }
 
-impl RaftLogStorage<TypeConfig> for SledLogStore {
+impl RaftLogStorage<TypeConfig> for WalLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let last_purged: Option<LogId<u64>> = self.get_meta(LAST_PURGED)?;
-        let last = match self.log.last().map_err(read_err)? {
-            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(&v).map_err(read_err)?.log_id),
-            None => last_purged,
-        };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        let (_, _, last_purged) = self.wal.meta(self.group);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: self.wal.last_log_id(self.group) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -138,9 +137,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.meta.insert(VOTE, encode(vote)).map_err(vote_err)?;
-        self.flush().await.map_err(vote_err)?;
-        Ok(())
+        until_durable(|done| self.wal.save_vote(self.group, *vote, done)).await.map_err(vote_err)
     }
 
     /// The stored vote, except that this node's own committed (leader) vote comes back
@@ -149,12 +146,12 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     /// openraft reads the vote only at start-up and, given a committed vote for itself, resumes
     /// as leader in the old term without proposing a new blank entry. Its read index is then
     /// `max(first entry of the term, committed)`, and `committed` restarts wherever the last
-    /// (unflushed) `save_committed` left it: a linearizable read could miss writes acknowledged
+    /// (unsynced) `save_committed` left it: a linearizable read could miss writes acknowledged
     /// before the restart. Returned uncommitted, the vote still stops this node from voting for
     /// another candidate in that term, and the node wins leadership only through a new election,
     /// whose blank entry makes every earlier write part of the read index.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        let vote: Option<Vote<u64>> = self.get_meta(VOTE)?;
+        let (vote, _, _) = self.wal.meta(self.group);
         Ok(vote.map(|v| match self.owner {
             Some(me) if v.is_committed() && v.leader_id().voted_for() == Some(me) => {
                 Vote::new(v.leader_id().get_term(), me)
@@ -164,8 +161,8 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        // Not flushed on its own: losing it only means re-learning the commit index from a leader.
-        self.meta.insert(COMMITTED, encode(&committed)).map_err(write_err)?;
+        // Not synced on its own: losing it only means re-learning the commit index from a leader.
+        self.wal.save_committed(self.group, committed).map_err(write_err)?;
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::AcqRel);
         }
@@ -173,7 +170,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.get_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
+        Ok(self.wal.meta(self.group).1)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
@@ -181,42 +178,86 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            batch.insert(&e.log_id.index.to_be_bytes(), encode(&e));
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
         match self.durability {
-            // Return at once and let the flusher complete the callback: openraft keeps handling
-            // heartbeats and votes while the disk works, and one fsync covers many appends.
+            // Return at once and let the sync thread complete the callback: openraft keeps
+            // handling heartbeats and votes while the disk works, and one sync covers the appends
+            // of every group.
             Durability::Fsync => {
-                self.flusher.flush_then(move |res| callback.log_io_completed(res.map_err(std::io::Error::other)))
+                let done =
+                    Box::new(move |r: Result<(), String>| callback.log_io_completed(r.map_err(std::io::Error::other)));
+                self.wal.append(self.group, entries, Some(done)).map_err(write_err)
             }
-            Durability::Async => callback.log_io_completed(Ok(())),
+            Durability::Async => {
+                self.wal.append(self.group, entries, None).map_err(write_err)?;
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        self.flush().await.map_err(write_err)?;
-        Ok(())
+        until_durable(|done| self.wal.truncate(self.group, log_id.index, done)).await.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        // Record the purge point first: a crash in between leaves extra entries, never a gap.
-        self.meta.insert(LAST_PURGED, encode(&log_id)).map_err(write_err)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
+        // Not synced: a crash before the next sync leaves entries that were to be purged, never
+        // a gap.
+        self.wal.purge(self.group, log_id).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::codec::encode;
+    use crate::wal::WalOptions;
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_sled_by_an_earlier_version_moves_into_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        // The layout the sled log store wrote: entries by big-endian index, meta by name.
+        let log = db.open_tree("g5/log").unwrap();
+        let meta = db.open_tree("g5/meta").unwrap();
+        for i in 3..=9 {
+            let e = Entry::<TypeConfig> { log_id: log_id(2, i), payload: EntryPayload::Blank };
+            log.insert(i.to_be_bytes(), encode(&e)).unwrap();
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+        meta.insert(b"vote", encode(&Vote::<u64>::new_committed(2, 1))).unwrap();
+        meta.insert(b"committed", encode(&Some(log_id(2, 8)))).unwrap();
+        meta.insert(b"last_purged", encode(&log_id(2, 4))).unwrap();
+
+        let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let mut store = WalLogStore::new(wal.clone(), 5, Durability::Fsync);
+        assert_eq!(store.import_sled(&db).await.unwrap(), 5, "entries 5..=9 move; 3 and 4 were purged");
+        assert!(log.is_empty() && meta.is_empty(), "the sled trees are emptied");
+        assert_eq!(store.import_sled(&db).await.unwrap(), 0, "a second start has nothing to move");
+        drop((store, wal));
+
+        let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let mut store = WalLogStore::new(wal, 5, Durability::Fsync);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(2, 4)), Some(log_id(2, 9))));
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 8)));
+        let ids: Vec<u64> = store.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, vec![5, 6, 7, 8, 9]);
+    }
+
+    #[tokio::test]
+    async fn a_nodes_own_committed_vote_comes_back_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let mut own = WalLogStore::new(wal.clone(), 1, Durability::Fsync).owned_by(1);
+        own.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        assert_eq!(own.read_vote().await.unwrap(), Some(Vote::new(4, 1)));
+        let mut other = WalLogStore::new(wal, 1, Durability::Fsync).owned_by(2);
+        assert_eq!(other.read_vote().await.unwrap(), Some(Vote::new_committed(4, 1)));
     }
 }

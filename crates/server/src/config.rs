@@ -56,9 +56,9 @@ pub struct ServeArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = raftcache_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
-    /// Memory sled may use to cache pages of the Raft logs, in MiB. The cache's data lives in
-    /// memory anyway; the log is read back to replicate its recent tail and to catch up lagging
-    /// followers, so a small cache suffices, and every MiB here is a MiB less for values.
+    /// Memory for the newest Raft log entries of all groups, decoded, in MiB. Replication and
+    /// apply read the tail right after it is appended; older entries (catching up a lagging
+    /// follower) are read back from the write-ahead log. Every MiB here is a MiB less for values.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub disk_cache_mb: u64,
     /// Raft heartbeat interval (ms).

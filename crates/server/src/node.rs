@@ -19,7 +19,7 @@ use raftcache_proto::admin::admin_service_server::AdminServiceServer;
 use raftcache_proto::cache::cache_service_server::CacheServiceServer;
 use raftcache_proto::raft::raft_service_server::RaftServiceServer;
 use raftcache_raft::{
-    decode, encode, Durability, Flusher, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning,
+    decode, encode, Durability, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning, Wal, WalOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -72,6 +72,14 @@ fn load_or_create_identity(db: &sled::Db, args: &ServeArgs) -> anyhow::Result<Id
     Ok(ident)
 }
 
+/// sled keeps only the node's identity (and, once, a log or snapshot an earlier version left
+/// there to be moved out): a small cache is plenty.
+const SLED_CACHE_BYTES: u64 = 8 << 20;
+
+fn mib_to_bytes(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+}
+
 /// Runs a node until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -79,7 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db = sled::Config::new()
         .path(args.data_dir.join("db"))
         .flush_every_ms(Some(500))
-        .cache_capacity(args.disk_cache_mb.saturating_mul(1 << 20))
+        .cache_capacity(SLED_CACHE_BYTES)
         .open()
         .with_context(|| {
             format!("cannot open the database in {} (is another node using it?)", args.data_dir.display())
@@ -111,7 +119,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect()
     };
     let peers = PeerChannels::with_overrides(overrides);
-    let flusher = Flusher::new(db.clone());
+    let wal_dir = args.data_dir.join("wal");
+    let wal =
+        Wal::open(&wal_dir, WalOptions { cache_bytes: mib_to_bytes(args.disk_cache_mb), ..WalOptions::default() })
+            .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
     crate::trim::start();
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
@@ -120,7 +131,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id,
             &db,
             &args.data_dir.join("snapshots"),
-            flusher.clone(),
+            wal.clone(),
             peers.clone(),
             &tuning,
             ident.state_config.clone(),
@@ -193,7 +204,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "server task failed"),
     }
-    flusher.flush().await.map_err(anyhow::Error::msg).context("final flush")?;
+    wal.sync().await.map_err(anyhow::Error::msg).context("final sync of the write-ahead log")?;
+    db.flush_async().await.context("final flush of the node database")?;
     tracing::info!(node = node_id, "stopped");
     Ok(())
 }
