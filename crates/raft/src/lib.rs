@@ -70,4 +70,4 @@ pub use registry::GroupRegistry;
 pub use service::RaftServiceImpl;
 pub use state_machine::{SmData, StateMachineStore};
 pub use types::{NodeInfo, Raft, TypeConfig};
-pub use wal::{Wal, WalOptions};
+pub use wal::{LogMeta, Wal, WalOptions};

@@ -128,7 +128,7 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let (_, _, last_purged) = self.wal.meta(self.group);
+        let last_purged = self.wal.meta(self.group).last_purged;
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: self.wal.last_log_id(self.group) })
     }
 
@@ -151,8 +151,7 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
     /// another candidate in that term, and the node wins leadership only through a new election,
     /// whose blank entry makes every earlier write part of the read index.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        let (vote, _, _) = self.wal.meta(self.group);
-        Ok(vote.map(|v| match self.owner {
+        Ok(self.wal.meta(self.group).vote.map(|v| match self.owner {
             Some(me) if v.is_committed() && v.leader_id().voted_for() == Some(me) => {
                 Vote::new(v.leader_id().get_term(), me)
             }
@@ -170,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.wal.meta(self.group).1)
+        Ok(self.wal.meta(self.group).committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
@@ -234,7 +233,7 @@ mod tests {
         meta.insert(b"last_purged", encode(&log_id(2, 4))).unwrap();
 
         let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
-        let mut store = WalLogStore::new(wal.clone(), 5, Durability::Fsync);
+        let store = WalLogStore::new(wal.clone(), 5, Durability::Fsync);
         assert_eq!(store.import_sled(&db).await.unwrap(), 5, "entries 5..=9 move; 3 and 4 were purged");
         assert!(log.is_empty() && meta.is_empty(), "the sled trees are emptied");
         assert_eq!(store.import_sled(&db).await.unwrap(), 0, "a second start has nothing to move");

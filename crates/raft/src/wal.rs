@@ -98,6 +98,17 @@ impl Default for WalOptions {
     }
 }
 
+/// A group's log state other than its entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogMeta {
+    /// The last vote saved.
+    pub vote: Option<Vote<u64>>,
+    /// The last commit mark saved.
+    pub committed: Option<LogId<u64>>,
+    /// Entries up to this one are gone (part of a snapshot).
+    pub last_purged: Option<LogId<u64>>,
+}
+
 /// Called once the records appended before it are durable (or could not be made so).
 pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -363,9 +374,13 @@ impl Wal {
     }
 
     /// `group`'s vote, commit mark and purge point.
-    pub fn meta(&self, group: u64) -> (Option<Vote<u64>>, Option<LogId<u64>>, Option<LogId<u64>>) {
+    pub fn meta(&self, group: u64) -> LogMeta {
         let st = self.shared.lock();
-        st.groups.get(&group).map_or((None, None, None), |g| (g.vote, g.committed, g.last_purged))
+        st.groups.get(&group).map_or_else(LogMeta::default, |g| LogMeta {
+            vote: g.vote,
+            committed: g.committed,
+            last_purged: g.last_purged,
+        })
     }
 
     /// `group`'s last entry's id, or its purge point if it holds no entries.
@@ -882,8 +897,8 @@ mod tests {
         let wal = open(dir.path());
         assert_eq!(read(&wal, 1, 0, 100), expected(1, 1..61, 200));
         assert_eq!(read(&wal, 2, 0, 200), expected(3, 1..121, 10));
-        assert_eq!(wal.meta(1), (None, Some(log_id(1, 50)), None));
-        assert_eq!(wal.meta(2).0, Some(Vote::new(3, 2)));
+        assert_eq!(wal.meta(1), LogMeta { committed: Some(log_id(1, 50)), ..LogMeta::default() });
+        assert_eq!(wal.meta(2).vote, Some(Vote::new(3, 2)));
         assert_eq!(wal.last_log_id(2), Some(log_id(3, 120)));
         assert!(!wal.has_state(3));
         // Appends continue where the log ends.
@@ -921,7 +936,8 @@ mod tests {
 
         let wal = open(dir.path());
         assert_eq!(read(&wal, 1, 0, 100), expected(2, 41..46, 200));
-        assert_eq!(wal.meta(1), (Some(Vote::new(2, 1)), None, Some(log_id(2, 40))));
+        let meta = LogMeta { vote: Some(Vote::new(2, 1)), committed: None, last_purged: Some(log_id(2, 40)) };
+        assert_eq!(wal.meta(1), meta);
         assert!(!wal.segments().contains(&1), "the vote's first segment is gone");
         assert_eq!(wal.last_log_id(2), Some(log_id(1, 1)), "purge point of an emptied log");
         assert!(read(&wal, 2, 0, 10).is_empty());
