@@ -133,6 +133,8 @@ struct GroupLog {
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
+    /// The index of the last purge known to be on disk; segments are deleted by this one.
+    durable_purged: Option<u64>,
     /// Entries by consecutive index.
     slots: VecDeque<Slot>,
     /// Entries from this index on are cached, the ones before it are not.
@@ -264,6 +266,36 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("wal lock poisoned")
     }
+
+    /// Deletes every segment older than the synced one whose entries are all durably purged.
+    fn delete_unneeded(&self) -> io::Result<()> {
+        let doomed: Vec<u64> = {
+            let mut st = self.lock();
+            let synced_seg = st.synced.0;
+            let doomed: Vec<u64> = st
+                .segments
+                .iter()
+                .filter(|(id, _)| **id < synced_seg)
+                .filter(|(_, seg)| {
+                    seg.max_index
+                        .iter()
+                        .all(|(g, max)| st.groups.get(g).and_then(|g| g.durable_purged).is_some_and(|p| p >= *max))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &doomed {
+                st.segments.remove(id);
+            }
+            doomed
+        };
+        for id in &doomed {
+            fs::remove_file(segment_path(&self.dir, *id))?;
+        }
+        if !doomed.is_empty() {
+            tracing::debug!(segments = ?doomed, "deleted purged WAL segments");
+        }
+        Ok(())
+    }
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -360,6 +392,7 @@ impl Wal {
         state.written = (state.active, state.active_len);
         state.synced = state.written;
         for g in state.groups.values_mut() {
+            g.durable_purged = g.last_purged.map(|p| p.index);
             g.cached_from = g.slots.back().map_or(0, |s| s.log_id.index + 1);
         }
         let shared = Arc::new(Shared { dir: dir.to_owned(), opts, state: Mutex::new(state), work: Condvar::new() });
@@ -472,10 +505,22 @@ impl Wal {
         self.record(group, Record::Truncate { group, since }, Some(done))
     }
 
-    /// Drops `group`'s entries up to `upto`, then deletes the segments no group needs any more.
+    /// Drops `group`'s entries up to `upto`. Once the purge record is durable, deletes the
+    /// segments no group needs any more: deleting them earlier, a crash could bring back the
+    /// older purge point with the entries after it gone.
     pub fn purge(&self, group: u64, upto: LogId<u64>) -> io::Result<()> {
-        self.record(group, Record::Purge { group, upto }, None)?;
-        self.delete_unneeded()
+        let shared = self.shared.clone();
+        let done = Box::new(move |r: Result<(), String>| {
+            if r.is_ok() {
+                if let Some(g) = shared.lock().groups.get_mut(&group) {
+                    g.durable_purged = g.durable_purged.max(Some(upto.index));
+                }
+                if let Err(e) = shared.delete_unneeded() {
+                    tracing::warn!(error = %e, "cannot delete a purged WAL segment");
+                }
+            }
+        });
+        self.record(group, Record::Purge { group, upto }, Some(done))
     }
 
     /// Runs `done` once everything appended so far is durable.
@@ -627,36 +672,6 @@ impl Wal {
                 return;
             }
         }
-    }
-
-    /// Deletes every segment older than the synced one whose entries are all purged.
-    fn delete_unneeded(&self) -> io::Result<()> {
-        let doomed: Vec<u64> = {
-            let mut st = self.shared.lock();
-            let synced_seg = st.synced.0;
-            let doomed: Vec<u64> = st
-                .segments
-                .iter()
-                .filter(|(id, _)| **id < synced_seg)
-                .filter(|(_, seg)| {
-                    seg.max_index
-                        .iter()
-                        .all(|(g, max)| st.groups.get(g).and_then(|g| g.last_purged).is_some_and(|p| p.index >= *max))
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &doomed {
-                st.segments.remove(id);
-            }
-            doomed
-        };
-        for id in &doomed {
-            fs::remove_file(segment_path(&self.shared.dir, *id))?;
-        }
-        if !doomed.is_empty() {
-            tracing::debug!(segments = ?doomed, "deleted purged WAL segments");
-        }
-        Ok(())
     }
 
     /// Segment ids on disk (for tests and diagnostics).
@@ -923,10 +938,12 @@ mod tests {
         sync(&wal);
         let before = wal.segments();
         wal.purge(1, log_id(1, 30)).unwrap();
+        sync(&wal);
         assert_eq!(wal.segments(), before, "group 2's entry 1 keeps the first segment");
         wal.purge(2, log_id(1, 1)).unwrap();
         sync(&wal);
         wal.purge(1, log_id(2, 40)).unwrap();
+        sync(&wal);
         let after = wal.segments();
         assert!(after.len() < before.len(), "purged segments are deleted: {before:?} → {after:?}");
         assert_eq!(after.first(), before.iter().find(|s| **s >= after[0]), "the oldest ones go");

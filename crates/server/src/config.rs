@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// follower) are read back from the write-ahead log. Every MiB here is a MiB less for values.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub disk_cache_mb: u64,
+    /// Size of a write-ahead log segment, in MiB. A segment is deleted once every group has
+    /// snapshotted past all the entries it holds, so smaller segments return disk space sooner;
+    /// each new segment restates every group's vote and purge point.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub wal_segment_mb: u64,
     /// Raft heartbeat interval (ms).
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,

@@ -120,9 +120,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let peers = PeerChannels::with_overrides(overrides);
     let wal_dir = args.data_dir.join("wal");
-    let wal =
-        Wal::open(&wal_dir, WalOptions { cache_bytes: mib_to_bytes(args.disk_cache_mb), ..WalOptions::default() })
-            .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
+    let wal = Wal::open(
+        &wal_dir,
+        WalOptions { segment_bytes: args.wal_segment_mb << 20, cache_bytes: mib_to_bytes(args.disk_cache_mb) },
+    )
+    .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
     crate::trim::start();
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
