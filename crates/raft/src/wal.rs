@@ -178,26 +178,30 @@ impl GroupLog {
         freed
     }
 
-    /// Adds an entry's slot after the existing ones; an entry at or below the last one replaces
-    /// it and everything after it (as a truncation would). An entry at or below the purge point
-    /// is already part of a snapshot and is skipped (`None`). Returns the cached bytes freed.
-    fn push(&mut self, slot: Slot) -> Result<Option<usize>, String> {
-        let index = slot.log_id.index;
+    /// Whether an entry at `index` may be added: `Ok(false)` if it is at or below the purge
+    /// point (already part of a snapshot: skipped), an error if it would leave a gap.
+    fn accepts(&self, index: u64) -> Result<bool, String> {
         if self.last_purged.is_some_and(|p| index <= p.index) {
-            return Ok(None);
+            return Ok(false);
         }
-        let freed = self.truncate(index);
         let prev = self.slots.back().map(|s| s.log_id.index).or(self.last_purged.map(|p| p.index));
-        if let Some(prev) = prev {
-            if prev + 1 != index {
-                return Err(format!("entry {index} does not follow entry {prev}"));
-            }
+        match prev {
+            // An entry at or below the last one replaces it and everything after it.
+            Some(prev) if index > prev + 1 => Err(format!("entry {index} does not follow entry {prev}")),
+            _ => Ok(true),
         }
+    }
+
+    /// Adds an entry's slot (one that [`GroupLog::accepts`]) after the existing ones, dropping
+    /// any at or after its index. Returns the cached bytes freed.
+    fn push(&mut self, slot: Slot) -> usize {
+        let index = slot.log_id.index;
+        let freed = self.truncate(index);
         if slot.cached.is_none() {
             self.cached_from = index + 1;
         }
         self.slots.push_back(slot);
-        Ok(Some(freed))
+        freed
     }
 
     fn has_state(&self) -> bool {
@@ -441,12 +445,16 @@ impl Wal {
         let st = &mut *guard;
         check_failed(st)?;
         for (bytes, entry) in framed {
+            let index = entry.log_id.index;
+            // Checked before the bytes are buffered: a record on disk that replay would refuse
+            // would keep the node from starting.
+            if !st.groups.entry(group).or_default().accepts(index).map_err(io::Error::other)? {
+                continue;
+            }
             let len = bytes.len() as u32;
             let (seg, offset) = self.reserve(st, bytes)?;
-            let index = entry.log_id.index;
             let slot = Slot { log_id: entry.log_id, seg, offset, len, cached: Some(entry) };
-            let pushed = st.groups.entry(group).or_default().push(slot).map_err(io::Error::other)?;
-            let Some(freed) = pushed else { continue };
+            let freed = st.groups.get_mut(&group).expect("group entry made above").push(slot);
             st.cached_bytes = st.cached_bytes - freed + len as usize;
             let max = st.segments.get_mut(&seg).expect("reserved segment exists").max_index.entry(group).or_default();
             *max = (*max).max(index);
@@ -740,11 +748,12 @@ fn replay_segment(st: &mut State, dir: &Path, id: u64, newest: bool) -> io::Resu
         match record {
             Record::Entry { group, entry } => {
                 let index = entry.log_id.index;
-                let slot = Slot { log_id: entry.log_id, seg: id, offset, len: len as u32, cached: None };
+                let g = st.groups.entry(group).or_default();
                 // An entry at or below the purge point (purged after it was written) is skipped.
-                if st.groups.entry(group).or_default().push(slot).map_err(bad)?.is_none() {
+                if !g.accepts(index).map_err(bad)? {
                     continue;
                 }
+                g.push(Slot { log_id: entry.log_id, seg: id, offset, len: len as u32, cached: None });
                 let max = segment.max_index.entry(group).or_default();
                 *max = (*max).max(index);
             }
@@ -1012,5 +1021,10 @@ mod tests {
         wal.append(1, [entry(1, 1, 10)], None).unwrap();
         let err = wal.append(1, [entry(1, 3, 10)], None).unwrap_err();
         assert!(err.to_string().contains("does not follow entry 1"), "{err}");
+        wal.append(1, [entry(1, 2, 10)], None).unwrap();
+        sync(&wal);
+        drop(wal);
+        // The refused entry never reached the file: the log reopens, and reopens whole.
+        assert_eq!(read(&open(dir.path()), 1, 0, 10), expected(1, 1..3, 10));
     }
 }
