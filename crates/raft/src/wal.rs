@@ -139,6 +139,9 @@ struct GroupLog {
     slots: VecDeque<Slot>,
     /// Entries from this index on are cached, the ones before it are not.
     cached_from: u64,
+    /// During replay: the entry after which one or more entries were missing, if the entries
+    /// replayed so far had a gap (see `replay_segment`).
+    gap_after: Option<u64>,
 }
 
 impl GroupLog {
@@ -395,7 +398,19 @@ impl Wal {
         }
         state.written = (state.active, state.active_len);
         state.synced = state.written;
-        for g in state.groups.values_mut() {
+        for (id, g) in &mut state.groups {
+            if let (Some(after), Some(first)) = (g.gap_after, g.first_index()) {
+                if g.last_purged.is_none_or(|p| p.index + 1 < first) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: group {id} misses the entries after {after} up to {first} (no purge covers them)",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+            g.gap_after = None;
             g.durable_purged = g.last_purged.map(|p| p.index);
             g.cached_from = g.slots.back().map_or(0, |s| s.log_id.index + 1);
         }
@@ -744,14 +759,23 @@ fn replay_segment(st: &mut State, dir: &Path, id: u64, newest: bool) -> io::Resu
         };
         let offset = pos as u64;
         pos += len;
-        let bad = |e: String| corrupt(&path, offset, e);
         match record {
             Record::Entry { group, entry } => {
                 let index = entry.log_id.index;
                 let g = st.groups.entry(group).or_default();
                 // An entry at or below the purge point (purged after it was written) is skipped.
-                if !g.accepts(index).map_err(bad)? {
-                    continue;
+                // A gap before an entry is what deleting a segment leaves when the purge that
+                // allowed it comes later in the log than the entry (an older segment kept for
+                // another group holds this group's entries from before the gap, and the newer
+                // segment's header predates the purge). The entries before the gap are dropped;
+                // `Wal::open` checks that a purge covered the gap by the end.
+                match g.accepts(index) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(_) => {
+                        g.gap_after = g.slots.back().map(|s| s.log_id.index).or(g.last_purged.map(|p| p.index));
+                        g.slots.clear();
+                    }
                 }
                 g.push(Slot { log_id: entry.log_id, seg: id, offset, len: len as u32, cached: None });
                 let max = segment.max_index.entry(group).or_default();
@@ -967,6 +991,43 @@ mod tests {
         assert!(!wal.segments().contains(&1), "the vote's first segment is gone");
         assert_eq!(wal.last_log_id(2), Some(log_id(1, 1)), "purge point of an emptied log");
         assert!(read(&wal, 2, 0, 10).is_empty());
+    }
+
+    /// The layout a fault run left behind: an old segment kept for another group's entries holds
+    /// this group's entries before a deleted segment, and the purge that allowed the deletion
+    /// comes after this group's next entries, whose segment header predates it.
+    #[test]
+    fn a_segment_deleted_before_its_purge_record_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        wal.append(2, [entry(1, 1, 10)], None).unwrap(); // never purged: keeps segment 1
+        wal.append(1, (1..=60).map(|i| entry(1, i, 200)), None).unwrap();
+        sync(&wal);
+        let before = wal.segments();
+        wal.purge(1, log_id(1, 45)).unwrap();
+        sync(&wal);
+        let after = wal.segments();
+        assert!(after.contains(&1) && after.len() < before.len(), "{before:?} → {after:?}");
+        drop(wal);
+
+        let wal = open(dir.path());
+        assert_eq!(read(&wal, 1, 0, 100), expected(1, 46..61, 200));
+        assert_eq!(wal.meta(1).last_purged, Some(log_id(1, 45)));
+        assert_eq!(read(&wal, 2, 0, 10), expected(1, 1..2, 10));
+    }
+
+    /// Without a purge to cover it, a gap in a group's entries is corruption.
+    #[test]
+    fn a_gap_no_purge_covers_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        wal.append(1, (1..=60).map(|i| entry(1, i, 200)), None).unwrap();
+        sync(&wal);
+        let segments = wal.segments();
+        drop(wal);
+        fs::remove_file(segment_path(dir.path(), segments[1])).unwrap();
+        let err = Wal::open(dir.path(), small()).err().expect("a hole is refused");
+        assert!(err.to_string().contains("group 1 misses the entries after"), "{err}");
     }
 
     #[test]
