@@ -22,6 +22,16 @@ fn seed() -> u64 {
 
 /// A short run of `nemeses` with `bugs` and `workloads`.
 pub async fn short_run(nemeses: &[NemesisKind], bugs: &[&str], workloads: &[Workload]) -> RunSummary {
+    short_run_with(nemeses, bugs, workloads, &[]).await
+}
+
+/// [`short_run`] with more `serve` flags for every node.
+pub async fn short_run_with(
+    nemeses: &[NemesisKind],
+    bugs: &[&str],
+    workloads: &[Workload],
+    serve_args: &[&str],
+) -> RunSummary {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut opts = RunOptions {
         time_s: secs(),
@@ -31,12 +41,13 @@ pub async fn short_run(nemeses: &[NemesisKind], bugs: &[&str], workloads: &[Work
         quiet_ms: (500, 2_000),
         hold_ms: (1_500, 4_000),
         progress: false,
+        extra_args: serve_args.iter().map(|a| a.to_string()).collect(),
         ..RunOptions::default()
     };
     opts.workload.workloads = workloads.to_vec();
     eprintln!(
-        "jepsen CI run: nemesis {:?}, bugs {:?}, workloads {:?}, seed {} (repeat with JEPSEN_SEED={})",
-        nemeses, bugs, workloads, opts.seed, opts.seed
+        "jepsen CI run: nemesis {:?}, bugs {:?}, workloads {:?}, serve args {:?}, seed {} (repeat with JEPSEN_SEED={})",
+        nemeses, bugs, workloads, serve_args, opts.seed, opts.seed
     );
     let summary = run(opts).await.expect("the harness itself failed");
     eprintln!("{}", summary.verdict.text());
