@@ -184,6 +184,17 @@ enum Rpc {
     Snapshot,
 }
 
+/// Whether a failed RPC means the peer cannot be reached, so that openraft backs off (500 ms)
+/// instead of retrying at once: the connection failed (`Unavailable`), or our own transport
+/// failed under the call (a status with a local source: the connection was reset or closed,
+/// as a proxy in front of a dead peer does). A status the peer sent — a server-side timeout is
+/// `Cancelled` too — carries no source and stays a plain network error: backing off on slow
+/// answers starves followers of heartbeats and makes them call elections.
+fn peer_unreachable(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    status.code() == tonic::Code::Unavailable || status.source().is_some()
+}
+
 impl GroupNetwork {
     async fn call<Resp, E>(
         &mut self,
@@ -215,13 +226,11 @@ impl GroupNetwork {
                 r.into_inner()
             }
             Err(status) => {
-                return Err(match status.code() {
-                    // Only a failed connection means the peer is unreachable.
-                    tonic::Code::Unavailable => {
-                        self.peers.mark(self.target, false);
-                        RPCError::Unreachable(Unreachable::new(&status))
-                    }
-                    _ => RPCError::Network(NetworkError::new(&status)),
+                return Err(if peer_unreachable(&status) {
+                    self.peers.mark(self.target, false);
+                    RPCError::Unreachable(Unreachable::new(&status))
+                } else {
+                    RPCError::Network(NetworkError::new(&status))
                 });
             }
         };
@@ -287,6 +296,21 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Request { now_ms: 0, client: None, cmd }),
         }
+    }
+
+    #[test]
+    fn transport_failures_are_unreachable_and_answers_from_the_peer_are_not() {
+        assert!(peer_unreachable(&tonic::Status::unavailable("tcp connect error")));
+        // hyper's "connection closed" under a call, as seen behind the fault suite's proxy.
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other("connection closed")));
+        assert!(peer_unreachable(&closed));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(peer_unreachable(&tonic::Status::from_error(Box::new(reset))));
+        // What the peer itself answered: its grpc-timeout expired, or it refused the request.
+        assert!(!peer_unreachable(&tonic::Status::cancelled("Timeout expired")));
+        assert!(!peer_unreachable(&tonic::Status::not_found("group 9 is not hosted on this node")));
+        assert!(!peer_unreachable(&tonic::Status::invalid_argument("undecodable raft payload")));
     }
 
     #[test]
