@@ -13,9 +13,3 @@ pub enum Error {
 
 /// Result with the raft [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
