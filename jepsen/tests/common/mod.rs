@@ -21,6 +21,7 @@ fn seed() -> u64 {
 }
 
 /// A short run of `nemeses` with `bugs` and `workloads`.
+#[allow(dead_code)] // each test file compiles this module; t50 uses only `short_run_with`
 pub async fn short_run(nemeses: &[NemesisKind], bugs: &[&str], workloads: &[Workload]) -> RunSummary {
     short_run_with(nemeses, bugs, workloads, &[]).await
 }
