@@ -207,6 +207,22 @@ impl GroupLog {
         freed
     }
 
+    /// Forgets this group's oldest cached entries while `cached` exceeds `budget`; only entries
+    /// already written (before `written`) can be read back, so only those are forgotten.
+    fn evict(&mut self, cached: &mut usize, budget: usize, written: (u64, u64)) {
+        while *cached > budget {
+            let Some(pos) = self.position(self.cached_from) else { break };
+            let s = &mut self.slots[pos];
+            if s.end() > written {
+                break;
+            }
+            if s.cached.take().is_some() {
+                *cached -= s.len as usize;
+            }
+            self.cached_from += 1;
+        }
+    }
+
     fn has_state(&self) -> bool {
         self.vote.is_some() || self.last_purged.is_some() || !self.slots.is_empty()
     }
@@ -666,34 +682,19 @@ impl Wal {
         Ok(())
     }
 
-    /// Forgets cached entries (oldest first, `group`'s first) while over the budget; only
-    /// entries already written can be read back, so only those are forgotten.
+    /// Forgets cached entries (oldest first, `group`'s first) while over the budget. Runs on
+    /// every append once the cache is full, so it allocates nothing.
     fn evict(&self, st: &mut State, group: u64) {
         let budget = self.shared.opts.cache_bytes;
-        if st.cached_bytes <= budget {
-            return;
+        let State { groups, cached_bytes, written, .. } = st;
+        if let Some(g) = groups.get_mut(&group) {
+            g.evict(cached_bytes, budget, *written);
         }
-        let written = st.written;
-        let mut order: Vec<u64> = st.groups.keys().copied().filter(|g| *g != group).collect();
-        order.insert(0, group);
-        for gid in order {
-            let g = st.groups.get_mut(&gid).expect("listed group");
-            let mut freed = 0;
-            while st.cached_bytes - freed > budget {
-                let Some(pos) = g.position(g.cached_from) else { break };
-                let s = &mut g.slots[pos];
-                if s.end() > written {
-                    break;
-                }
-                if s.cached.take().is_some() {
-                    freed += s.len as usize;
-                }
-                g.cached_from += 1;
-            }
-            st.cached_bytes -= freed;
-            if st.cached_bytes <= budget {
+        for (_, g) in groups.iter_mut().filter(|(id, _)| **id != group) {
+            if *cached_bytes <= budget {
                 return;
             }
+            g.evict(cached_bytes, budget, *written);
         }
     }
 
@@ -924,6 +925,15 @@ mod tests {
         Wal::open(dir, small()).unwrap()
     }
 
+    /// Appends group 1's entries `indexes` (term 1, values of `value_len` bytes) to a new WAL in
+    /// `dir`, syncs and closes it; returns its segments.
+    fn write_closed(dir: &Path, indexes: std::ops::RangeInclusive<u64>, value_len: usize) -> Vec<u64> {
+        let wal = open(dir);
+        wal.append(1, indexes.map(|i| entry(1, i, value_len)), None).unwrap();
+        sync(&wal);
+        wal.segments()
+    }
+
     #[test]
     fn groups_logs_survive_reopen_across_segments_and_cache_eviction() {
         let dir = tempfile::tempdir().unwrap();
@@ -1020,11 +1030,7 @@ mod tests {
     #[test]
     fn a_gap_no_purge_covers_is_refused_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = open(dir.path());
-        wal.append(1, (1..=60).map(|i| entry(1, i, 200)), None).unwrap();
-        sync(&wal);
-        let segments = wal.segments();
-        drop(wal);
+        let segments = write_closed(dir.path(), 1..=60, 200);
         fs::remove_file(segment_path(dir.path(), segments[1])).unwrap();
         let err = Wal::open(dir.path(), small()).err().expect("a hole is refused");
         assert!(err.to_string().contains("group 1 misses the entries after"), "{err}");
@@ -1033,11 +1039,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_damage_elsewhere_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = open(dir.path());
-        wal.append(1, (1..=30).map(|i| entry(1, i, 200)), None).unwrap();
-        sync(&wal);
-        let segments = wal.segments();
-        drop(wal);
+        let segments = write_closed(dir.path(), 1..=30, 200);
         let newest = segment_path(dir.path(), *segments.last().unwrap());
         let len = fs::metadata(&newest).unwrap().len();
         // A crash in the middle of writing the next record: half of it reached the file.
@@ -1063,11 +1065,7 @@ mod tests {
     #[test]
     fn an_empty_segment_left_by_a_crash_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = open(dir.path());
-        wal.append(1, (1..=3).map(|i| entry(1, i, 10)), None).unwrap();
-        sync(&wal);
-        let newest = *wal.segments().last().unwrap();
-        drop(wal);
+        let newest = *write_closed(dir.path(), 1..=3, 10).last().unwrap();
         // roll_over creates the file before the sync thread writes its header.
         create_segment(dir.path(), newest + 1).unwrap();
         let wal = open(dir.path());
