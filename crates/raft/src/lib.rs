@@ -26,8 +26,10 @@
 //! ## NETWORK
 //!
 //! Every Raft RPC carries its group id; a node keeps one HTTP/2 channel per peer and all groups
-//! share it ([`PeerChannels`]). The receiving side ([`RaftServiceImpl`]) hands each RPC to the
-//! right group's `Raft`.
+//! share it ([`PeerChannels`]). Appends and votes of every group travel over one long-lived
+//! stream per peer, several to a message when they are ready together (`stream.rs`); snapshots
+//! are unary calls. The receiving side ([`RaftServiceImpl`]) hands each RPC to the right group's
+//! `Raft`.
 //!
 //! ## READS
 //!
@@ -56,6 +58,7 @@ mod read_index;
 mod registry;
 mod service;
 mod state_machine;
+mod stream;
 mod types;
 mod wal;
 
@@ -69,5 +72,6 @@ pub use read_index::{ReadIndexBatcher, ReadIndexError};
 pub use registry::GroupRegistry;
 pub use service::RaftServiceImpl;
 pub use state_machine::{SmData, StateMachineStore};
+pub use stream::{batched, Completed};
 pub use types::{NodeInfo, Raft, TypeConfig};
 pub use wal::{LogMeta, Wal, WalOptions};

@@ -1,5 +1,7 @@
 //! Client side of the Raft transport: one lazily connected HTTP/2 channel per peer, shared by
-//! every group; each group's [`GroupNetworkFactory`] stamps its group id on the RPCs.
+//! every group; each group's [`GroupNetworkFactory`] stamps its group id on the RPCs. Appends and
+//! votes travel over one stream per peer (`stream.rs`), snapshots as unary calls; a peer that
+//! does not know the stream (an older version) gets unary calls for [`UNARY_RETRY`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +15,13 @@ use openraft::raft::{
 };
 use openraft::{Entry, EntryPayload, LogId};
 use raftcache_proto::raft::raft_service_client::RaftServiceClient;
-use raftcache_proto::raft::{RaftReply, RaftRequest, ReadIndexRequest};
+use raftcache_proto::raft::{RaftReply, RaftRequest, RaftRpc, ReadIndexRequest};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
 use crate::freshness::QuorumClock;
+use crate::stream::PeerStream;
 use crate::types::{NodeInfo, TypeConfig};
 
 /// Largest Raft message either side accepts (snapshot chunks are smaller).
@@ -51,10 +54,18 @@ fn cut_to_size(entries: &mut Vec<Entry<TypeConfig>>, limit: usize) -> Option<Log
     entries.last().map(|e| e.log_id)
 }
 
+/// How long a peer that answered the stream with `UNIMPLEMENTED` gets unary calls before the
+/// stream is tried again (it may have been upgraded meanwhile).
+pub const UNARY_RETRY: Duration = Duration::from_secs(60);
+
 struct Peer {
     addr: String,
     channel: Channel,
     reachable: bool,
+    /// The stream of appends and votes, once opened.
+    stream: Option<PeerStream>,
+    /// Until when the peer gets unary calls because it lacks the stream.
+    unary_until: Option<Instant>,
 }
 
 /// One channel per peer node, shared by all groups of this node.
@@ -93,8 +104,37 @@ impl PeerChannels {
             }
         }
         let channel = channel_to(addr).unwrap_or_else(|_| panic!("peer address {addr:?} is not a valid host:port"));
-        peers.insert(node, Peer { addr: addr.to_owned(), channel: channel.clone(), reachable: true });
+        let peer =
+            Peer { addr: addr.to_owned(), channel: channel.clone(), reachable: true, stream: None, unary_until: None };
+        peers.insert(node, peer);
         channel
+    }
+
+    /// The open stream to `node`, opened anew if the last one ended; `None` while the peer gets
+    /// unary calls.
+    pub(crate) fn stream(&self, node: u64, addr: &str) -> Option<PeerStream> {
+        let channel = self.get(node, addr);
+        let mut peers = self.peers.lock().expect("peer map lock poisoned");
+        let p = peers.get_mut(&node)?;
+        if p.unary_until.is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        match &p.stream {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            _ => Some(p.stream.insert(PeerStream::open(channel, node)).clone()),
+        }
+    }
+
+    /// `node` answered the stream with `UNIMPLEMENTED`: unary calls for [`UNARY_RETRY`].
+    fn use_unary(&self, node: u64) {
+        let mut peers = self.peers.lock().expect("peer map lock poisoned");
+        if let Some(p) = peers.get_mut(&node) {
+            if p.unary_until.is_none_or(|until| until <= Instant::now()) {
+                tracing::info!(peer = node, addr = %p.addr, "peer has no raft stream; using unary calls");
+            }
+            p.unary_until = Some(Instant::now() + UNARY_RETRY);
+            p.stream = None;
+        }
     }
 
     /// Logs reachability transitions once, not on every failed heartbeat.
@@ -156,6 +196,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
         GroupNetwork {
             group: self.group,
             target,
+            addr: node.addr.clone(),
             client: RaftServiceClient::new(self.peers.get(target, &node.addr))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
@@ -171,6 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 pub struct GroupNetwork {
     group: u64,
     target: u64,
+    addr: String,
     client: RaftServiceClient<Channel>,
     peers: PeerChannels,
     node_id: u64,
@@ -201,29 +243,62 @@ impl GroupNetwork {
         rpc: Rpc,
         payload: Vec<u8>,
         ttl: Option<Duration>,
-        leader_quorum_age_us: Option<u64>,
+        quorum_confirmed: Option<Instant>,
     ) -> Result<Resp, RPCError<u64, NodeInfo, E>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut req =
-            tonic::Request::new(RaftRequest { group: self.group, payload: payload.into(), leader_quorum_age_us });
-        // openraft already bounds appends and votes with its own timeout (and treats expiry as a
-        // plain timeout). Setting the same deadline here turned slow answers into `Unreachable`,
-        // which makes openraft back off replication for 500 ms and followers start elections.
-        if let Some(ttl) = ttl {
-            req.set_timeout(ttl);
+        let request = RaftRequest {
+            group: self.group,
+            payload: payload.into(),
+            leader_quorum_age_us: None,
+            quorum_confirmed_at_us: None,
+        };
+        let streamed = match rpc {
+            Rpc::Append => Some(RaftRpc::AppendEntries),
+            Rpc::Vote => Some(RaftRpc::Vote),
+            Rpc::Snapshot => None,
+        };
+        let mut res = None;
+        if let Some(kind) = streamed {
+            if let Some(stream) = self.peers.stream(self.target, &self.addr) {
+                let request = RaftRequest {
+                    quorum_confirmed_at_us: quorum_confirmed.and_then(|t| stream.peer_time(t)),
+                    ..request.clone()
+                };
+                match stream.call(kind, request).await {
+                    Err(s) if s.code() == tonic::Code::Unimplemented => self.peers.use_unary(self.target),
+                    r => res = Some(r),
+                }
+            }
         }
-        let res = match rpc {
-            Rpc::Append => self.client.append_entries(req).await,
-            Rpc::Vote => self.client.vote(req).await,
-            Rpc::Snapshot => self.client.install_snapshot(req).await,
+        let res = match res {
+            Some(r) => r,
+            None => {
+                // The quorum age at sending: a unary append that times out is reset, never
+                // served late, so its transit time can count as zero.
+                let age = quorum_confirmed.map(|t| Instant::now().saturating_duration_since(t).as_micros() as u64);
+                let mut req = tonic::Request::new(RaftRequest { leader_quorum_age_us: age, ..request });
+                // openraft already bounds appends and votes with its own timeout (and treats
+                // expiry as a plain timeout). Setting the same deadline here turned slow answers
+                // into `Unreachable`, which makes openraft back off replication for 500 ms and
+                // followers start elections.
+                if let Some(ttl) = ttl {
+                    req.set_timeout(ttl);
+                }
+                match rpc {
+                    Rpc::Append => self.client.append_entries(req).await,
+                    Rpc::Vote => self.client.vote(req).await,
+                    Rpc::Snapshot => self.client.install_snapshot(req).await,
+                }
+                .map(tonic::Response::into_inner)
+            }
         };
         let reply: RaftReply = match res {
             Ok(r) => {
                 self.peers.mark(self.target, true);
-                r.into_inner()
+                r
             }
             Err(status) => {
                 return Err(if peer_unreachable(&status) {
@@ -253,7 +328,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             let voters = self.voters.read().expect("voter set lock poisoned");
             self.clock.age(term, self.node_id, &voters, sent)
         };
-        let res = self.call(Rpc::Append, encode(&rpc), None, age.map(|a| a.as_micros() as u64)).await;
+        let confirmed = age.and_then(|a| sent.checked_sub(a));
+        let res = self.call(Rpc::Append, encode(&rpc), None, confirmed).await;
         if matches!(res, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.clock.acked(term, self.target, sent);
         }

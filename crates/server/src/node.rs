@@ -171,7 +171,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .max_encoding_message_size(max_msg),
         )
         .add_service(
-            RaftServiceServer::new(RaftServiceImpl::new(registry.clone()))
+            RaftServiceServer::new(RaftServiceImpl::new(registry.clone(), shutdown_rx.clone()))
                 .max_decoding_message_size(raftcache_raft::MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(raftcache_raft::MAX_RAFT_MESSAGE),
         )

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use prost::Message;
 use raftcache_proto::cache::pipeline_call::Op;
 use raftcache_proto::cache::pipeline_result::Outcome;
 use raftcache_proto::cache::{PipelineCall, PipelineFailure, PipelineRequest, PipelineResponse, PipelineResult};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tonic::{Status, Streaming};
 
 use crate::cache_service::CacheServiceImpl;
@@ -62,62 +61,18 @@ pub fn serve(
                 let (service, tx) = (service.clone(), tx.clone());
                 tokio::spawn(async move {
                     let result = serve_call(&service, call).await;
-                    // The permit goes with the result: it is returned once the result is handed
-                    // to the response stream.
                     let _ = tx.send(Ok((result, permit)));
                 });
             }
         }
     });
-    Box::pin(results(Outbound { rx, held: None, ended: false }))
+    // Results that completed together share a message; the permit goes back once its result
+    // is in one.
+    Box::pin(raftcache_raft::batched(rx, RESPONSE_BATCH_BYTES, |results| PipelineResponse { results }))
 }
 
 /// A completed call and its in-flight permit, or the status that ends the stream.
-type Item = Result<(PipelineResult, OwnedSemaphorePermit), Status>;
-
-struct Outbound {
-    rx: mpsc::UnboundedReceiver<Item>,
-    /// What did not fit into the previous message.
-    held: Option<Item>,
-    ended: bool,
-}
-
-/// The results in messages: waits for one, then adds every result already completed while the
-/// message stays under [`RESPONSE_BATCH_BYTES`]. Ends when every call was answered and the client
-/// closed its side, or with the status that broke the inbound stream.
-fn results(out: Outbound) -> impl Stream<Item = Result<PipelineResponse, Status>> + Send {
-    futures::stream::unfold(out, |mut o| async move {
-        if o.ended {
-            return None;
-        }
-        let first = match o.held.take() {
-            Some(r) => r,
-            None => o.rx.recv().await?,
-        };
-        let first = match first {
-            Ok((r, _permit)) => r,
-            Err(s) => {
-                o.ended = true;
-                return Some((Err(s), o));
-            }
-        };
-        let mut size = first.encoded_len();
-        let mut batch = vec![first];
-        while let Ok(next) = o.rx.try_recv() {
-            match next {
-                Ok((r, _permit)) if size + r.encoded_len() <= RESPONSE_BATCH_BYTES => {
-                    size += r.encoded_len();
-                    batch.push(r);
-                }
-                other => {
-                    o.held = Some(other);
-                    break;
-                }
-            }
-        }
-        Some((Ok(PipelineResponse { results: batch }), o))
-    })
-}
+type Item = raftcache_raft::Completed<PipelineResult>;
 
 async fn serve_call(service: &CacheServiceImpl, call: PipelineCall) -> PipelineResult {
     let deadline = Instant::now() + call_timeout(call.timeout_ms);

@@ -1,0 +1,628 @@
+//! `RaftService.Stream`: every group's AppendEntries and Vote to one peer over one long-lived
+//! bidirectional stream.
+//!
+//! A unary call costs an HTTP/2 stream on both ends (headers, trailers, flow-control state, a
+//! task); under a write load a node sends thousands of small appends a second (a third of them
+//! only carry the commit index), so that fixed cost, not the bytes, was a large share of the
+//! transport's CPU. Over the stream a call costs a map entry and a few bytes of framing, and
+//! calls of several groups that are ready at once share one message, in both directions.
+//!
+//! Each call keeps its unary semantics: the same handler, its own result or status. When the
+//! stream breaks, every call in flight fails with `UNAVAILABLE` (the peer is unreachable, so
+//! openraft backs off) and the next call opens a new stream. A peer without the method answers
+//! `UNIMPLEMENTED`; the caller then uses the unary calls (see `network.rs`).
+//!
+//! One thing a unary call did implicitly needs care here: an append that openraft gave up on
+//! (timed out) was reset, so a receiver that was paused, or cut off while the data sat in a
+//! buffer, never served it late. On the stream it is served late, and the freshness mark it
+//! carries (`freshness.rs`) must not count its transit as zero. So appends on the stream carry
+//! the leader's quorum confirmation time on the *receiver's* clock, mapped through a lower bound
+//! on the clocks' offset that round trips give ([`PeerClock`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use prost::Message;
+use raftcache_proto::raft::raft_call_result::Outcome;
+use raftcache_proto::raft::raft_service_client::RaftServiceClient;
+use raftcache_proto::raft::{
+    RaftCall, RaftCallResult, RaftCalls, RaftFailure, RaftReply, RaftRequest, RaftResults, RaftRpc,
+};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use crate::network::MAX_RAFT_MESSAGE;
+use crate::service::RaftServiceImpl;
+
+/// Calls that are ready together share a message while it stays under this size; a larger call
+/// goes alone. Appends are cut to 16 MiB (`MAX_APPEND_PAYLOAD`), so a message stays well under
+/// [`MAX_RAFT_MESSAGE`].
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Messages queued for the stream before the sender waits for HTTP/2 to take them.
+const OUTBOUND_QUEUE: usize = 64;
+/// Calls of one stream in service at once; beyond this the node stops reading the stream and
+/// HTTP/2 flow control holds the sender back. openraft keeps one append per group and peer in
+/// flight, so a healthy peer never gets near it.
+const SERVE_IN_FLIGHT: usize = 1024;
+
+type Reply = oneshot::Sender<Result<RaftReply, Status>>;
+
+/// This process's origin for the microsecond timestamps it exchanges with peers.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// `t` in microseconds since this process's [`EPOCH`] (0 before it).
+pub(crate) fn local_us(t: Instant) -> u64 {
+    t.saturating_duration_since(*EPOCH).as_micros() as u64
+}
+
+/// The instant `us` microseconds after this process's [`EPOCH`].
+pub(crate) fn local_instant(us: u64) -> Instant {
+    *EPOCH + Duration::from_micros(us)
+}
+
+/// How fast two nodes' monotonic clocks may drift apart, in parts per million (NTP keeps real
+/// clocks within 500).
+const DRIFT_PPM: u128 = 1000;
+
+/// A lower bound on how far the peer's clock (microseconds since its [`EPOCH`]) is ahead of
+/// ours. A result the peer read at `received_us` (its clock) and we got at `arrived` (ours) gives
+/// `offset >= received_us - arrived`: the call was read before the result left, and the result
+/// left before it arrived. The best (largest) bound is kept, and weakened by [`DRIFT_PPM`] of the
+/// time since it was taken.
+#[derive(Debug, Default)]
+pub(crate) struct PeerClock {
+    /// When the best bound was taken (our clock), and the bound.
+    best: Option<(Instant, i128)>,
+}
+
+impl PeerClock {
+    fn drift(from: Instant, to: Instant) -> i128 {
+        let gap = if to > from { to - from } else { from - to };
+        (gap.as_micros() * DRIFT_PPM / 1_000_000) as i128
+    }
+
+    /// Takes the bound a result gives.
+    pub(crate) fn observe(&mut self, received_us: u64, arrived: Instant) {
+        let bound = received_us as i128 - local_us(arrived) as i128;
+        match self.best {
+            Some((at, best)) if best - Self::drift(at, arrived) > bound => {}
+            _ => self.best = Some((arrived, bound)),
+        }
+    }
+
+    /// `t` (our clock) on the peer's clock, no later than the truth; `None` before any round
+    /// trip.
+    pub(crate) fn to_peer(&self, t: Instant) -> Option<u64> {
+        let (at, bound) = self.best?;
+        u64::try_from(local_us(t) as i128 + bound - Self::drift(at, t)).ok()
+    }
+}
+
+struct Pending {
+    rpc: RaftRpc,
+    request: RaftRequest,
+    reply: Reply,
+}
+
+/// The stream to one peer. Cheap to clone; the stream closes when the last clone is dropped
+/// (after the calls in flight are answered) or breaks.
+#[derive(Clone)]
+pub(crate) struct PeerStream {
+    tx: mpsc::UnboundedSender<Pending>,
+    clock: Arc<Mutex<PeerClock>>,
+}
+
+impl PeerStream {
+    /// A stream to `peer` over `channel`; it opens with the first call.
+    pub(crate) fn open(channel: Channel, peer: u64) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let clock = Arc::new(Mutex::new(PeerClock::default()));
+        tokio::spawn(drive(client, rx, peer, clock.clone()));
+        Self { tx, clock }
+    }
+
+    /// `t` on the peer's clock, no later than the truth, as this stream's round trips bound it;
+    /// `None` before the first one.
+    pub(crate) fn peer_time(&self, t: Instant) -> Option<u64> {
+        self.clock.lock().expect("peer clock lock poisoned").to_peer(t)
+    }
+
+    /// Whether the stream has ended (a new one is needed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends `request` to the peer's `rpc` handler and waits for the reply. The caller bounds
+    /// the wait (openraft times its RPCs out itself).
+    pub(crate) async fn call(&self, rpc: RaftRpc, request: RaftRequest) -> Result<RaftReply, Status> {
+        let (reply, rx) = oneshot::channel();
+        let lost = || Status::unavailable("raft stream closed");
+        self.tx.send(Pending { rpc, request, reply }).map_err(|_| lost())?;
+        rx.await.map_err(|_| lost())?
+    }
+}
+
+/// Runs one stream: sends queued calls, hands results to their callers, fails what is in flight
+/// when the stream ends.
+async fn drive(
+    mut client: RaftServiceClient<Channel>,
+    mut calls: mpsc::UnboundedReceiver<Pending>,
+    peer: u64,
+    clock: Arc<Mutex<PeerClock>>,
+) {
+    let Some(first) = calls.recv().await else { return };
+    let (out_tx, out_rx) = mpsc::channel::<RaftCalls>(OUTBOUND_QUEUE);
+    let mut flight = InFlight { clock, ..InFlight::default() };
+    let mut held = Some(first);
+    // The first message is queued before the call opens, so it leaves with the headers.
+    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
+        return;
+    }
+    let outbound = futures::stream::unfold(out_rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut inbound = match client.stream(outbound).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            // UNIMPLEMENTED tells the callers to fall back to unary calls; anything else is a
+            // transport failure.
+            let s = if s.code() == tonic::Code::Unimplemented { s } else { unreachable(peer, &s) };
+            flight.fail_all(&s);
+            return;
+        }
+    };
+    let ended = loop {
+        tokio::select! {
+            call = calls.recv(), if held.is_none() => match call {
+                Some(c) => {
+                    held = Some(c);
+                    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
+                        break Status::unavailable(format!("raft stream to node {peer} closed"));
+                    }
+                }
+                // Every handle is gone: close our side; the peer ends the stream after answering.
+                None => {
+                    drop(out_tx);
+                    while let Ok(Some(msg)) = inbound.message().await {
+                        flight.answer(msg.results);
+                    }
+                    break Status::unavailable(format!("raft stream to node {peer} closed"));
+                }
+            },
+            msg = inbound.message() => match msg {
+                Ok(Some(msg)) => flight.answer(msg.results),
+                Ok(None) => break Status::unavailable(format!("node {peer} ended the raft stream")),
+                Err(s) => break unreachable(peer, &s),
+            },
+        }
+        // A call that did not fit into the last message goes first in the next.
+        if held.is_some() && !flight.send_batch(&mut held, &mut calls, &out_tx).await {
+            break Status::unavailable(format!("raft stream to node {peer} closed"));
+        }
+    };
+    calls.close();
+    flight.fail_all(&ended);
+}
+
+fn unreachable(peer: u64, s: &Status) -> Status {
+    Status::unavailable(format!("raft stream to node {peer}: {}", s.message()))
+}
+
+/// The calls sent and not yet answered.
+#[derive(Default)]
+struct InFlight {
+    /// Where the results' receive times go.
+    clock: Arc<Mutex<PeerClock>>,
+    next_id: u64,
+    replies: HashMap<u64, Reply>,
+    /// `replies.len()` after the last sweep of abandoned calls.
+    swept_at: usize,
+}
+
+impl InFlight {
+    /// Sends `held` and every call already queued, while the message stays under
+    /// [`BATCH_BYTES`]; a call that does not fit stays in `held`. False if the stream is gone.
+    async fn send_batch(
+        &mut self,
+        held: &mut Option<Pending>,
+        calls: &mut mpsc::UnboundedReceiver<Pending>,
+        out: &mpsc::Sender<RaftCalls>,
+    ) -> bool {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        while let Some(p) = held.take().or_else(|| calls.try_recv().ok()) {
+            if p.reply.is_closed() {
+                continue; // openraft gave up on it (timed out) before it was sent
+            }
+            let call = RaftCall { id: self.next_id + 1, rpc: p.rpc as i32, request: Some(p.request) };
+            let len = call.encoded_len();
+            if !batch.is_empty() && size + len > BATCH_BYTES {
+                *held = Some(Pending { rpc: p.rpc, request: call.request.expect("set above"), reply: p.reply });
+                break;
+            }
+            self.next_id += 1;
+            size += len;
+            self.replies.insert(call.id, p.reply);
+            batch.push(call);
+        }
+        self.sweep();
+        batch.is_empty() || out.send(RaftCalls { calls: batch }).await.is_ok()
+    }
+
+    fn answer(&mut self, results: Vec<RaftCallResult>) {
+        let arrived = Instant::now();
+        if let Some(received_us) = results.iter().map(|r| r.received_us).filter(|us| *us > 0).max() {
+            self.clock.lock().expect("peer clock lock poisoned").observe(received_us, arrived);
+        }
+        for r in results {
+            if let Some(reply) = self.replies.remove(&r.id) {
+                let _ = reply.send(match r.outcome {
+                    Some(Outcome::Reply(reply)) => Ok(reply),
+                    Some(Outcome::Failure(f)) => Err(Status::new(tonic::Code::from(f.code), f.message)),
+                    None => Err(Status::internal(format!("raft call {} answered without an outcome", r.id))),
+                });
+            }
+        }
+    }
+
+    /// Forgets calls whose callers gave up, so that a peer that never answers does not make the
+    /// map grow without bound. Amortized: runs when the map doubled since last time.
+    fn sweep(&mut self) {
+        if self.replies.len() > 1024 && self.replies.len() > 2 * self.swept_at {
+            self.replies.retain(|_, r| !r.is_closed());
+            self.swept_at = self.replies.len();
+        }
+    }
+
+    fn fail_all(&mut self, status: &Status) {
+        for (_, reply) in self.replies.drain() {
+            let _ = reply.send(Err(Status::new(status.code(), status.message())));
+        }
+    }
+}
+
+/// The response stream of one `Stream` call.
+pub type ResultStream = std::pin::Pin<Box<dyn Stream<Item = Result<RaftResults, Status>> + Send>>;
+
+/// Serves the calls of `inbound` through `service` and returns the stream of their results.
+/// Once `shutdown` becomes true the stream takes no more calls and ends after answering the
+/// ones it took, so that a node's graceful shutdown is not held open by its peers' streams.
+pub(crate) fn serve(
+    service: RaftServiceImpl,
+    mut inbound: Streaming<RaftCalls>,
+    mut shutdown: watch::Receiver<bool>,
+) -> ResultStream {
+    let (tx, rx) = mpsc::unbounded_channel::<Completed<RaftCallResult>>();
+    let permits = Arc::new(Semaphore::new(SERVE_IN_FLIGHT));
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                Ok(_) = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let msg = match next {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) => {
+                    let _ = tx.send(Err(s));
+                    break;
+                }
+            };
+            let received = Instant::now();
+            for call in msg.calls {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (service, tx) = (service.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = serve_call(&service, call, received).await;
+                    let _ = tx.send(Ok((result, permit)));
+                });
+            }
+        }
+    });
+    Box::pin(batched(rx, BATCH_BYTES, |results| RaftResults { results }))
+}
+
+async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant) -> RaftCallResult {
+    let outcome = match (RaftRpc::try_from(call.rpc), call.request) {
+        (_, None) => Err(Status::invalid_argument(format!("raft call {} carries no request", call.id))),
+        (Ok(RaftRpc::AppendEntries), Some(r)) => service.serve_append(r, received).await,
+        (Ok(RaftRpc::Vote), Some(r)) => service.serve_vote(r).await,
+        (_, Some(_)) => Err(Status::invalid_argument(format!(
+            "raft call {} names rpc {}, expected append entries (1) or vote (2)",
+            call.id, call.rpc
+        ))),
+    };
+    let outcome = match outcome {
+        Ok(reply) => Outcome::Reply(reply),
+        Err(s) => Outcome::Failure(RaftFailure { code: s.code() as i32, message: s.message().to_owned() }),
+    };
+    RaftCallResult { id: call.id, outcome: Some(outcome), received_us: local_us(received) }
+}
+
+/// A served call's result with its in-flight permit, or the status that ends the stream.
+pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
+
+/// The results of `rx` in messages built by `wrap`: waits for one result, then adds every result
+/// already completed while the message stays under `limit` bytes (a single larger result goes
+/// alone). A result's permit is returned once it is in a message. Ends when every sender is gone,
+/// or with the status that ended the calls' stream.
+pub fn batched<T, M>(
+    rx: mpsc::UnboundedReceiver<Completed<T>>,
+    limit: usize,
+    wrap: fn(Vec<T>) -> M,
+) -> impl Stream<Item = Result<M, Status>> + Send
+where
+    T: Message + Send + 'static,
+    M: Send + 'static,
+{
+    struct Out<T> {
+        rx: mpsc::UnboundedReceiver<Completed<T>>,
+        held: Option<Completed<T>>,
+        ended: bool,
+    }
+    let out = Out { rx, held: None, ended: false };
+    futures::stream::unfold(out, move |mut o| async move {
+        if o.ended {
+            return None;
+        }
+        let first = match o.held.take() {
+            Some(r) => r,
+            None => o.rx.recv().await?,
+        };
+        let first = match first {
+            Ok((r, _permit)) => r,
+            Err(s) => {
+                o.ended = true;
+                return Some((Err(s), o));
+            }
+        };
+        let mut size = first.encoded_len();
+        let mut batch = vec![first];
+        while let Ok(next) = o.rx.try_recv() {
+            match next {
+                Ok((r, _permit)) if size + r.encoded_len() <= limit => {
+                    size += r.encoded_len();
+                    batch.push(r);
+                }
+                other => {
+                    o.held = Some(other);
+                    break;
+                }
+            }
+        }
+        Some((Ok(wrap(batch)), o))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::error::RaftError;
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::{VoteRequest, VoteResponse};
+    use openraft::Vote;
+    use raftcache_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+    use raftcache_proto::raft::{ReadIndexReply, ReadIndexRequest};
+    use tonic::{Request, Response};
+
+    use super::*;
+    use crate::codec::encode;
+    use crate::network::{GroupNetworkFactory, PeerChannels};
+    use crate::registry::GroupRegistry;
+
+    /// A peer that answers each message's calls in reverse order, never answers calls of group
+    /// [`SILENT`], ends the stream with an error on a call of group [`BREAK`], and knows the
+    /// stream only if `streams`.
+    #[derive(Clone, Default)]
+    struct Fake {
+        streams: bool,
+        opens: Arc<AtomicUsize>,
+        unary: Arc<AtomicUsize>,
+    }
+
+    const SILENT: u64 = 5;
+    const BREAK: u64 = 7;
+
+    fn echo(kind: &str, r: &RaftRequest) -> RaftReply {
+        RaftReply { payload: format!("{kind}:{}:{}", r.group, String::from_utf8_lossy(&r.payload)).into_bytes().into() }
+    }
+
+    fn vote_reply() -> RaftReply {
+        let res: Result<VoteResponse<u64>, RaftError<u64>> = Ok(VoteResponse::new(Vote::new(1, 2), None, true));
+        RaftReply { payload: encode(&res).into() }
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for Fake {
+        type StreamStream = ResultStream;
+
+        async fn stream(&self, req: Request<Streaming<RaftCalls>>) -> Result<Response<ResultStream>, Status> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            if !self.streams {
+                return Err(Status::unimplemented("no stream here"));
+            }
+            let mut inbound = req.into_inner();
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = inbound.message().await {
+                    let mut results = Vec::new();
+                    for call in msg.calls.into_iter().rev() {
+                        let r = call.request.expect("request");
+                        match r.group {
+                            SILENT => {}
+                            BREAK => {
+                                let _ = tx.send(Err(Status::internal("peer broke the stream")));
+                                return;
+                            }
+                            _ => {
+                                let kind = if call.rpc == RaftRpc::Vote as i32 { "vote" } else { "append" };
+                                results.push(RaftCallResult {
+                                    id: call.id,
+                                    outcome: Some(Outcome::Reply(echo(kind, &r))),
+                                    received_us: local_us(Instant::now()),
+                                });
+                            }
+                        }
+                    }
+                    let _ = tx.send(Ok(RaftResults { results }));
+                }
+            });
+            Ok(Response::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            }))))
+        }
+
+        async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(echo("unary", &req.into_inner())))
+        }
+
+        async fn vote(&self, _req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(vote_reply()))
+        }
+
+        async fn install_snapshot(&self, _req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Serves `service` on a loopback port; its address.
+    async fn start<S: RaftService>(service: S) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(service))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+
+    fn request(group: u64, payload: &str) -> RaftRequest {
+        RaftRequest {
+            group,
+            payload: payload.as_bytes().to_vec().into(),
+            leader_quorum_age_us: None,
+            quorum_confirmed_at_us: None,
+        }
+    }
+
+    #[test]
+    fn the_peer_clock_never_maps_a_time_later_than_the_truth() {
+        const AHEAD_US: u64 = 5_000_000; // the peer's clock reads 5 s more than ours
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let mut clock = PeerClock::default();
+        assert_eq!(clock.to_peer(t0), None, "no round trip yet");
+        // Read 300 µs after we sent it, answered at once, arrived back 300 µs later.
+        let arrived = t0 + Duration::from_micros(600);
+        clock.observe(local_us(t0) + AHEAD_US + 300, arrived);
+        let truth = local_us(t0) + AHEAD_US;
+        let mapped = clock.to_peer(t0).expect("a bound");
+        assert!(mapped <= truth && truth - mapped <= 600, "mapped {mapped}, truth {truth}");
+        // A result that sat in a buffer gives a weaker bound, which does not replace the better.
+        clock.observe(local_us(t0) + AHEAD_US + 700, t0 + Duration::from_millis(900));
+        assert_eq!(clock.to_peer(t0), Some(mapped));
+        // A tighter one does.
+        clock.observe(local_us(t0) + AHEAD_US + 1_000, t0 + Duration::from_micros(1_100));
+        let tighter = clock.to_peer(t0).expect("a bound");
+        assert!(tighter > mapped && tighter <= truth, "tighter {tighter}, before {mapped}, truth {truth}");
+        // Far from the bound's time, drift is allowed for: 1 ms per second.
+        let later = t0 + Duration::from_secs(10);
+        let mapped_later = clock.to_peer(later).expect("a bound");
+        assert!(mapped_later + 10_000 <= local_us(later) + AHEAD_US, "drift allowance missing");
+    }
+
+    #[tokio::test]
+    async fn calls_of_many_groups_share_one_stream_and_each_gets_its_own_reply() {
+        let fake = Fake { streams: true, ..Fake::default() };
+        let addr = start(fake.clone()).await;
+        let stream = PeerChannels::default().stream(2, &addr).expect("a stream");
+        let calls = (0..64u64).filter(|g| ![SILENT, BREAK].contains(g)).map(|g| {
+            let (stream, rpc) = (stream.clone(), if g % 2 == 0 { RaftRpc::Vote } else { RaftRpc::AppendEntries });
+            async move { (g, rpc, stream.call(rpc, request(g, &format!("p{g}"))).await) }
+        });
+        for (g, rpc, res) in futures::future::join_all(calls).await {
+            let kind = if rpc == RaftRpc::Vote { "vote" } else { "append" };
+            let reply = res.unwrap_or_else(|s| panic!("call of group {g} failed: {s}"));
+            assert_eq!(String::from_utf8_lossy(&reply.payload), format!("{kind}:{g}:p{g}"));
+        }
+        assert_eq!(fake.opens.load(Ordering::SeqCst), 1, "one stream for all calls");
+        assert_eq!(fake.unary.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_fails_its_calls_as_unavailable_and_the_next_call_reopens() {
+        let fake = Fake { streams: true, ..Fake::default() };
+        let addr = start(fake.clone()).await;
+        let peers = PeerChannels::default();
+        let stream = peers.stream(2, &addr).expect("a stream");
+        let silent = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.call(RaftRpc::AppendEntries, request(SILENT, "waits")).await }
+        });
+        assert!(stream.call(RaftRpc::AppendEntries, request(1, "x")).await.is_ok());
+        let broke = stream.call(RaftRpc::AppendEntries, request(BREAK, "breaks")).await.expect_err("stream broke");
+        let waited = silent.await.expect("task").expect_err("stream broke under it");
+        for s in [&broke, &waited] {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+        }
+        assert!(stream.is_closed());
+        let again = peers.stream(2, &addr).expect("a new stream");
+        let reply = again.call(RaftRpc::Vote, request(3, "y")).await.expect("the new stream works");
+        assert_eq!(&reply.payload[..], b"vote:3:y");
+        assert_eq!(fake.opens.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_unary_calls() {
+        let fake = Fake::default();
+        let addr = start(fake.clone()).await;
+        let mut factory = GroupNetworkFactory::new(1, 1, PeerChannels::default(), Arc::default(), Arc::default());
+        let mut net = factory.new_client(2, &openraft::BasicNode { addr }).await;
+        let option = RPCOption::new(std::time::Duration::from_secs(5));
+        for _ in 0..3 {
+            let res = net.vote(VoteRequest::new(Vote::new(1, 1), None), option.clone()).await.expect("vote over unary");
+            assert!(res.vote_granted);
+        }
+        assert_eq!(fake.unary.load(Ordering::SeqCst), 3);
+        assert_eq!(fake.opens.load(Ordering::SeqCst), 1, "the stream is not retried at once");
+    }
+
+    #[tokio::test]
+    async fn the_node_side_names_bad_calls_and_ends_streams_at_shutdown() {
+        let (stop, shutdown) = watch::channel(false);
+        let addr = start(RaftServiceImpl::new(GroupRegistry::default(), shutdown)).await;
+        let stream = PeerChannels::default().stream(2, &addr).expect("a stream");
+        let s = stream.call(RaftRpc::Unspecified, request(1, "")).await.expect_err("no rpc named");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("names rpc 0"), "{s:?}");
+        let s = stream.call(RaftRpc::AppendEntries, request(3, "")).await.expect_err("no such group");
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert!(s.message().contains("group 3"), "{s:?}");
+        stop.send(true).expect("send");
+        // The node answers what it took, then ends the stream: calls fail as unreachable.
+        let mut ended = None;
+        for _ in 0..100 {
+            match stream.call(RaftRpc::Vote, request(3, "")).await {
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    ended = Some(s);
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        assert!(ended.is_some(), "the stream outlived the node's shutdown");
+        assert!(stream.is_closed());
+    }
+}
