@@ -26,10 +26,10 @@
 //! ## NETWORK
 //!
 //! Every Raft RPC carries its group id; a node keeps one HTTP/2 channel per peer and all groups
-//! share it ([`PeerChannels`]). Appends and votes of every group travel over one long-lived
-//! stream per peer, several to a message when they are ready together (`stream.rs`); snapshots
-//! are unary calls. The receiving side ([`RaftServiceImpl`]) hands each RPC to the right group's
-//! `Raft`.
+//! share it ([`PeerChannels`]). Appends, votes and read indexes of every group travel over one
+//! long-lived stream per peer, several to a message when they are ready together
+//! (`stream.rs`); snapshots are unary calls. The receiving side ([`RaftServiceImpl`]) hands each
+//! RPC to the right group's `Raft`.
 //!
 //! ## READS
 //!

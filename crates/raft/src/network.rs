@@ -1,7 +1,8 @@
 //! Client side of the Raft transport: one lazily connected HTTP/2 channel per peer, shared by
-//! every group; each group's [`GroupNetworkFactory`] stamps its group id on the RPCs. Appends and
-//! votes travel over one stream per peer (`stream.rs`), snapshots as unary calls; a peer that
-//! does not know the stream (an older version) gets unary calls for [`UNARY_RETRY`].
+//! every group; each group's [`GroupNetworkFactory`] stamps its group id on the RPCs. Appends,
+//! votes and read indexes travel over one stream per peer (`stream.rs`), snapshots as unary
+//! calls; a peer that does not know the stream (an older version) gets unary calls for
+//! [`UNARY_RETRY`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -160,6 +161,19 @@ impl PeerChannels {
         group: u64,
         timeout: Duration,
     ) -> Result<u64, tonic::Status> {
+        if let Some(stream) = self.stream(leader, addr) {
+            let request = RaftRequest { group, ..RaftRequest::default() };
+            match tokio::time::timeout(timeout, stream.call(RaftRpc::ReadIndex, request)).await {
+                Err(_) => return Err(tonic::Status::cancelled("Timeout expired")),
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => self.use_unary(leader),
+                Ok(Err(s)) => return Err(s),
+                Ok(Ok(reply)) => {
+                    return decode(&reply.payload).map_err(|e| {
+                        tonic::Status::internal(format!("undecodable read index from node {leader}: {e}"))
+                    })
+                }
+            }
+        }
         let mut client = RaftServiceClient::new(self.get(leader, addr));
         let mut req = tonic::Request::new(ReadIndexRequest { group });
         req.set_timeout(timeout);

@@ -65,6 +65,15 @@ impl RaftServiceImpl {
         Ok(RaftReply { payload: encode(&res).into() })
     }
 
+    /// The read index of `group`, whose leader this node must be.
+    pub(crate) async fn serve_read_index(&self, group: u64) -> Result<u64, Status> {
+        match self.group(group)?.read_index().await {
+            Ok(index) => Ok(index),
+            Err(ReadIndexError::NotLeader { .. }) => Err(Status::unavailable("not the leader")),
+            Err(ReadIndexError::Unavailable(e)) => Err(Status::unavailable(e)),
+        }
+    }
+
     pub(crate) async fn serve_vote(&self, req: RaftRequest) -> Result<RaftReply, Status> {
         let group = self.group(req.group)?;
         let rpc: VoteRequest<u64> = decode_payload(&req.payload)?;
@@ -98,11 +107,7 @@ impl RaftService for RaftServiceImpl {
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
-        let group = self.group(req.into_inner().group)?;
-        match group.read_index().await {
-            Ok(index) => Ok(Response::new(ReadIndexReply { index })),
-            Err(ReadIndexError::NotLeader { .. }) => Err(Status::unavailable("not the leader")),
-            Err(ReadIndexError::Unavailable(e)) => Err(Status::unavailable(e)),
-        }
+        let index = self.serve_read_index(req.into_inner().group).await?;
+        Ok(Response::new(ReadIndexReply { index }))
     }
 }

@@ -1,5 +1,5 @@
-//! `RaftService.Stream`: every group's AppendEntries and Vote to one peer over one long-lived
-//! bidirectional stream.
+//! `RaftService.Stream`: every group's AppendEntries, Vote and ReadIndex to one peer over one
+//! long-lived bidirectional stream.
 //!
 //! A unary call costs an HTTP/2 stream on both ends (headers, trailers, flow-control state, a
 //! task); under a write load a node sends thousands of small appends a second (a third of them
@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use crate::codec::encode;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::service::RaftServiceImpl;
 
@@ -331,8 +332,11 @@ async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant
         (_, None) => Err(Status::invalid_argument(format!("raft call {} carries no request", call.id))),
         (Ok(RaftRpc::AppendEntries), Some(r)) => service.serve_append(r, received).await,
         (Ok(RaftRpc::Vote), Some(r)) => service.serve_vote(r).await,
+        (Ok(RaftRpc::ReadIndex), Some(r)) => {
+            service.serve_read_index(r.group).await.map(|index| RaftReply { payload: encode(&index).into() })
+        }
         (_, Some(_)) => Err(Status::invalid_argument(format!(
-            "raft call {} names rpc {}, expected append entries (1) or vote (2)",
+            "raft call {} names rpc {}, expected append entries (1), vote (2) or read index (3)",
             call.id, call.rpc
         ))),
     };
@@ -411,7 +415,6 @@ mod tests {
     use tonic::{Request, Response};
 
     use super::*;
-    use crate::codec::encode;
     use crate::network::{GroupNetworkFactory, PeerChannels};
     use crate::registry::GroupRegistry;
 
@@ -459,6 +462,11 @@ mod tests {
                                 let _ = tx.send(Err(Status::internal("peer broke the stream")));
                                 return;
                             }
+                            _ if call.rpc == RaftRpc::ReadIndex as i32 => {
+                                let reply = RaftReply { payload: encode(&(r.group * 10)).into() };
+                                let outcome = Some(Outcome::Reply(reply));
+                                results.push(RaftCallResult { id: call.id, outcome, received_us: 0 });
+                            }
                             _ => {
                                 let kind = if call.rpc == RaftRpc::Vote as i32 { "vote" } else { "append" };
                                 results.push(RaftCallResult {
@@ -492,7 +500,8 @@ mod tests {
         }
 
         async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
-            Err(Status::unimplemented("not in this test"))
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(ReadIndexReply { index: 42 }))
         }
     }
 
@@ -600,6 +609,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn read_indexes_go_over_the_stream_or_unary_to_a_peer_without_it() {
+        let timeout = std::time::Duration::from_secs(5);
+        let streaming = Fake { streams: true, ..Fake::default() };
+        let addr = start(streaming.clone()).await;
+        assert_eq!(PeerChannels::default().read_index(2, &addr, 4, timeout).await.expect("read index"), 40);
+        assert_eq!((streaming.opens.load(Ordering::SeqCst), streaming.unary.load(Ordering::SeqCst)), (1, 0));
+
+        let unary = Fake::default();
+        let addr = start(unary.clone()).await;
+        let peers = PeerChannels::default();
+        for _ in 0..2 {
+            assert_eq!(peers.read_index(2, &addr, 4, timeout).await.expect("read index"), 42);
+        }
+        assert_eq!((unary.opens.load(Ordering::SeqCst), unary.unary.load(Ordering::SeqCst)), (1, 2));
+    }
+
+    #[tokio::test]
     async fn the_node_side_names_bad_calls_and_ends_streams_at_shutdown() {
         let (stop, shutdown) = watch::channel(false);
         let addr = start(RaftServiceImpl::new(GroupRegistry::default(), shutdown)).await;
@@ -607,9 +633,11 @@ mod tests {
         let s = stream.call(RaftRpc::Unspecified, request(1, "")).await.expect_err("no rpc named");
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(s.message().contains("names rpc 0"), "{s:?}");
-        let s = stream.call(RaftRpc::AppendEntries, request(3, "")).await.expect_err("no such group");
-        assert_eq!(s.code(), tonic::Code::NotFound);
-        assert!(s.message().contains("group 3"), "{s:?}");
+        for rpc in [RaftRpc::AppendEntries, RaftRpc::Vote, RaftRpc::ReadIndex] {
+            let s = stream.call(rpc, request(3, "")).await.expect_err("no such group");
+            assert_eq!(s.code(), tonic::Code::NotFound, "{rpc:?}");
+            assert!(s.message().contains("group 3"), "{rpc:?}: {s:?}");
+        }
         stop.send(true).expect("send");
         // The node answers what it took, then ends the stream: calls fail as unreachable.
         let mut ended = None;
