@@ -63,15 +63,17 @@ impl WalLogStore {
     }
 
     /// Moves a log that an earlier version kept in sled (trees `g{group}/log` and `g{group}/meta`)
-    /// into the WAL, then empties those trees. Returns how many entries moved. If the WAL
-    /// already holds this group (a crash after the move, before the trees were emptied), the
-    /// trees are only emptied.
+    /// into the WAL, then drops those trees. Returns how many entries moved. If the WAL already
+    /// holds this group (a crash after the move, before the trees were dropped), the trees are
+    /// only dropped. A data dir without the trees is left as it is (no tree is created to look).
     pub async fn import_sled(&self, db: &sled::Db) -> Result<usize, String> {
-        let log = db.open_tree(format!("g{}/log", self.group)).map_err(|e| e.to_string())?;
-        let meta = db.open_tree(format!("g{}/meta", self.group)).map_err(|e| e.to_string())?;
-        if log.is_empty() && meta.is_empty() {
+        let names = [format!("g{}/log", self.group), format!("g{}/meta", self.group)];
+        let present = db.tree_names();
+        if !names.iter().any(|n| present.iter().any(|p| p.as_ref() == n.as_bytes())) {
             return Ok(0);
         }
+        let log = db.open_tree(&names[0]).map_err(|e| e.to_string())?;
+        let meta = db.open_tree(&names[1]).map_err(|e| e.to_string())?;
         let mut moved = 0;
         if !self.wal.has_state(self.group) {
             let get = |key: &[u8]| -> Result<Option<sled::IVec>, String> { meta.get(key).map_err(|e| e.to_string()) };
@@ -98,8 +100,10 @@ impl WalLogStore {
             self.wal.append(self.group, batch, None).map_err(|e| e.to_string())?;
             self.wal.sync().await?;
         }
-        log.clear().map_err(|e| e.to_string())?;
-        meta.clear().map_err(|e| e.to_string())?;
+        drop((log, meta));
+        for name in &names {
+            db.drop_tree(name).map_err(|e| e.to_string())?;
+        }
         db.flush_async().await.map_err(|e| e.to_string())?;
         Ok(moved)
     }
@@ -234,9 +238,16 @@ mod tests {
 
         let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
         let store = WalLogStore::new(wal.clone(), 5, Durability::Fsync);
+        drop((log, meta));
+        let trees = |db: &sled::Db| db.tree_names().iter().filter(|n| n.starts_with(b"g")).count();
         assert_eq!(store.import_sled(&db).await.unwrap(), 5, "entries 5..=9 move; 3 and 4 were purged");
-        assert!(log.is_empty() && meta.is_empty(), "the sled trees are emptied");
+        assert_eq!(trees(&db), 0, "the sled trees are dropped");
         assert_eq!(store.import_sled(&db).await.unwrap(), 0, "a second start has nothing to move");
+        assert_eq!(trees(&db), 0, "and creates no tree to look");
+        // A crash after the move, before the meta tree was dropped: the next start only drops it.
+        db.open_tree("g5/meta").unwrap().insert(b"vote", encode(&Vote::<u64>::new_committed(1, 3))).unwrap();
+        assert_eq!(store.import_sled(&db).await.unwrap(), 0, "the WAL already holds the group");
+        assert_eq!(trees(&db), 0);
         drop((store, wal));
 
         let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
