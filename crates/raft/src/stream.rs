@@ -19,7 +19,7 @@
 //! the leader's quorum confirmation time on the *receiver's* clock, mapped through a lower bound
 //! on the clocks' offset that round trips give ([`PeerClock`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,9 @@ use crate::service::RaftServiceImpl;
 /// goes alone. Appends are cut to 16 MiB (`MAX_APPEND_PAYLOAD`), so a message stays well under
 /// [`MAX_RAFT_MESSAGE`].
 const BATCH_BYTES: usize = 1024 * 1024;
-/// Messages queued for the stream before the sender waits for HTTP/2 to take them.
-const OUTBOUND_QUEUE: usize = 64;
+/// Messages queued for the stream before the sender waits for HTTP/2 to take them (calls wait in
+/// [`Waiting`] meanwhile).
+const OUTBOUND_QUEUE: usize = 16;
 /// Calls of one stream in service at once; beyond this the node stops reading the stream and
 /// HTTP/2 flow control holds the sender back. openraft keeps one append per group and peer in
 /// flight, so a healthy peer never gets near it.
@@ -151,6 +152,11 @@ impl PeerStream {
 
 /// Runs one stream: sends queued calls, hands results to their callers, fails what is in flight
 /// when the stream ends.
+///
+/// It never stops taking calls from the handles: while the peer does not read (paused, or cut
+/// off with full windows) or the stream is still opening, calls wait in [`Waiting`], which drops
+/// those openraft gave up on. So a stalled peer costs the live calls' payloads (one append per
+/// group, a vote, read indexes), not every retry's.
 async fn drive(
     mut client: RaftServiceClient<Channel>,
     mut calls: mpsc::UnboundedReceiver<Pending>,
@@ -158,41 +164,58 @@ async fn drive(
     clock: Arc<Mutex<PeerClock>>,
 ) {
     let Some(first) = calls.recv().await else { return };
+    let mut waiting = Waiting::default();
+    waiting.push(first);
     let (out_tx, out_rx) = mpsc::channel::<RaftCalls>(OUTBOUND_QUEUE);
     let mut flight = InFlight { clock, ..InFlight::default() };
-    let mut held = Some(first);
     // The first message is queued before the call opens, so it leaves with the headers.
-    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
+    let batch = flight.take_batch(&mut waiting);
+    if !batch.is_empty() && out_tx.try_send(RaftCalls { calls: batch }).is_err() {
         return;
     }
     let outbound = futures::stream::unfold(out_rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut inbound = match client.stream(outbound).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            // UNIMPLEMENTED tells the callers to fall back to unary calls; anything else is a
-            // transport failure.
-            let s = if s.code() == tonic::Code::Unimplemented { s } else { unreachable(peer, &s) };
-            flight.fail_all(&s);
-            return;
+    let open = client.stream(outbound);
+    tokio::pin!(open);
+    let mut inbound = loop {
+        tokio::select! {
+            opened = &mut open => match opened {
+                Ok(r) => break r.into_inner(),
+                Err(s) => {
+                    // UNIMPLEMENTED tells the callers to fall back to unary calls; anything else
+                    // is a transport failure.
+                    let s = if s.code() == tonic::Code::Unimplemented { s } else { unreachable(peer, &s) };
+                    flight.fail_all(&s);
+                    waiting.fail_all(&s);
+                    return;
+                }
+            },
+            call = calls.recv() => match call {
+                Some(c) => waiting.push(c),
+                None => return, // every handle is gone: nobody waits for an answer
+            },
         }
     };
     let ended = loop {
         tokio::select! {
-            call = calls.recv(), if held.is_none() => match call {
+            permit = out_tx.reserve(), if !waiting.is_empty() => match permit {
+                Ok(permit) => {
+                    let batch = flight.take_batch(&mut waiting);
+                    if !batch.is_empty() {
+                        permit.send(RaftCalls { calls: batch });
+                    }
+                }
+                Err(_) => break Status::unavailable(format!("raft stream to node {peer} closed")),
+            },
+            call = calls.recv() => match call {
                 Some(c) => {
-                    held = Some(c);
-                    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
-                        break Status::unavailable(format!("raft stream to node {peer} closed"));
+                    // Everything queued with it goes into the same message.
+                    waiting.push(c);
+                    while let Ok(c) = calls.try_recv() {
+                        waiting.push(c);
                     }
                 }
-                // Every handle is gone: close our side; the peer ends the stream after answering.
-                None => {
-                    drop(out_tx);
-                    while let Ok(Some(msg)) = inbound.message().await {
-                        flight.answer(msg.results);
-                    }
-                    break Status::unavailable(format!("raft stream to node {peer} closed"));
-                }
+                // Every handle is gone: nobody waits for an answer; dropping the stream ends it.
+                None => return,
             },
             msg = inbound.message() => match msg {
                 Ok(Some(msg)) => flight.answer(msg.results),
@@ -200,13 +223,44 @@ async fn drive(
                 Err(s) => break unreachable(peer, &s),
             },
         }
-        // A call that did not fit into the last message goes first in the next.
-        if held.is_some() && !flight.send_batch(&mut held, &mut calls, &out_tx).await {
-            break Status::unavailable(format!("raft stream to node {peer} closed"));
-        }
     };
     calls.close();
+    while let Ok(p) = calls.try_recv() {
+        waiting.push(p);
+    }
     flight.fail_all(&ended);
+    waiting.fail_all(&ended);
+}
+
+/// Calls taken from the handles and not sent yet, in order.
+#[derive(Default)]
+struct Waiting {
+    calls: VecDeque<Pending>,
+    /// `calls.len()` after the last sweep of abandoned calls.
+    swept_at: usize,
+}
+
+impl Waiting {
+    /// Queues `p`; drops the calls whose callers gave up once the queue doubled since the last
+    /// sweep, so it holds about twice the live calls at most.
+    fn push(&mut self, p: Pending) {
+        self.calls.push_back(p);
+        if self.calls.len() > 64 && self.calls.len() > 2 * self.swept_at {
+            self.calls.retain(|p| !p.reply.is_closed());
+            self.swept_at = self.calls.len();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    fn fail_all(&mut self, status: &Status) {
+        for p in self.calls.drain(..) {
+            let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
+        }
+        self.swept_at = 0;
+    }
 }
 
 fn unreachable(peer: u64, s: &Status) -> Status {
@@ -225,24 +279,20 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// Sends `held` and every call already queued, while the message stays under
-    /// [`BATCH_BYTES`]; a call that does not fit stays in `held`. False if the stream is gone.
-    async fn send_batch(
-        &mut self,
-        held: &mut Option<Pending>,
-        calls: &mut mpsc::UnboundedReceiver<Pending>,
-        out: &mpsc::Sender<RaftCalls>,
-    ) -> bool {
+    /// The next message's calls from the front of `waiting`, while it stays under
+    /// [`BATCH_BYTES`] (a larger call goes alone); calls whose callers gave up are dropped.
+    fn take_batch(&mut self, waiting: &mut Waiting) -> Vec<RaftCall> {
         let mut batch = Vec::new();
         let mut size = 0;
-        while let Some(p) = held.take().or_else(|| calls.try_recv().ok()) {
+        while let Some(p) = waiting.calls.pop_front() {
             if p.reply.is_closed() {
                 continue; // openraft gave up on it (timed out) before it was sent
             }
             let call = RaftCall { id: self.next_id + 1, rpc: p.rpc as i32, request: Some(p.request) };
             let len = call.encoded_len();
             if !batch.is_empty() && size + len > BATCH_BYTES {
-                *held = Some(Pending { rpc: p.rpc, request: call.request.expect("set above"), reply: p.reply });
+                let request = call.request.expect("set above");
+                waiting.calls.push_front(Pending { rpc: p.rpc, request, reply: p.reply });
                 break;
             }
             self.next_id += 1;
@@ -250,8 +300,9 @@ impl InFlight {
             self.replies.insert(call.id, p.reply);
             batch.push(call);
         }
+        waiting.swept_at = waiting.swept_at.min(waiting.calls.len());
         self.sweep();
-        batch.is_empty() || out.send(RaftCalls { calls: batch }).await.is_ok()
+        batch
     }
 
     fn answer(&mut self, results: Vec<RaftCallResult>) {
@@ -606,6 +657,74 @@ mod tests {
         }
         assert_eq!(fake.unary.load(Ordering::SeqCst), 3);
         assert_eq!(fake.opens.load(Ordering::SeqCst), 1, "the stream is not retried at once");
+    }
+
+    /// A peer that opens the stream and never reads it (a paused process).
+    #[derive(Clone, Default)]
+    struct Stalled {
+        streams: Arc<Mutex<Vec<Streaming<RaftCalls>>>>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for Stalled {
+        type StreamStream = ResultStream;
+
+        async fn stream(&self, req: Request<Streaming<RaftCalls>>) -> Result<Response<ResultStream>, Status> {
+            self.streams.lock().unwrap().push(req.into_inner());
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+
+        async fn append_entries(&self, _req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn vote(&self, _req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(&self, _req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// A payload that counts its drops.
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_holds_only_the_live_calls_payloads() {
+        const CALLS: usize = 2_000;
+        let addr = start(Stalled::default()).await;
+        let stream = PeerChannels::default().stream(2, &addr).expect("a stream");
+        let dropped = Arc::new(AtomicUsize::new(0));
+        for i in 0..CALLS {
+            let payload = bytes::Bytes::from_owner(Counted(vec![0; 64 * 1024], dropped.clone()));
+            let request = RaftRequest { group: i as u64, payload, ..RaftRequest::default() };
+            // openraft gives up on an append after its timeout; so does this caller.
+            let call =
+                tokio::time::timeout(std::time::Duration::from_millis(1), stream.call(RaftRpc::AppendEntries, request));
+            assert!(call.await.is_err(), "the stalled peer answered");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let held = CALLS - dropped.load(Ordering::SeqCst);
+        // What HTTP/2 and the outbound queue took before the peer's windows filled, plus the
+        // calls waiting since the last sweep: a few hundred, not all 2,000 (128 MiB).
+        assert!(held < 600, "{held} of {CALLS} abandoned calls still hold their payload");
     }
 
     #[tokio::test]
