@@ -72,6 +72,6 @@ pub use read_index::{ReadIndexBatcher, ReadIndexError};
 pub use registry::GroupRegistry;
 pub use service::RaftServiceImpl;
 pub use state_machine::{SmData, StateMachineStore};
-pub use stream::{batched, Completed};
+pub use stream::{batched, serve_calls, Completed};
 pub use types::{NodeInfo, Raft, TypeConfig};
 pub use wal::{LogMeta, Wal, WalOptions};

@@ -97,32 +97,33 @@ impl PeerChannels {
 
     /// The channel to `node` at `addr`, created on first use (and anew if the address changed).
     pub fn get(&self, node: u64, addr: &str) -> Channel {
-        let addr = self.overrides.get(&node).map(String::as_str).unwrap_or(addr);
         let mut peers = self.peers.lock().expect("peer map lock poisoned");
-        if let Some(p) = peers.get(&node) {
-            if p.addr == addr {
-                return p.channel.clone();
-            }
+        self.peer(&mut peers, node, addr).channel.clone()
+    }
+
+    /// The entry of `node` at `addr` (or its override) in `peers`, replaced (with a new channel
+    /// and no stream) if the address changed.
+    fn peer<'a>(&self, peers: &'a mut HashMap<u64, Peer>, node: u64, addr: &str) -> &'a mut Peer {
+        let addr = self.overrides.get(&node).map(String::as_str).unwrap_or(addr);
+        if peers.get(&node).is_none_or(|p| p.addr != addr) {
+            let channel = channel_to(addr).unwrap_or_else(|_| panic!("peer address {addr:?} is not a valid host:port"));
+            let peer = Peer { addr: addr.to_owned(), channel, reachable: true, stream: None, unary_until: None };
+            peers.insert(node, peer);
         }
-        let channel = channel_to(addr).unwrap_or_else(|_| panic!("peer address {addr:?} is not a valid host:port"));
-        let peer =
-            Peer { addr: addr.to_owned(), channel: channel.clone(), reachable: true, stream: None, unary_until: None };
-        peers.insert(node, peer);
-        channel
+        peers.get_mut(&node).expect("inserted above")
     }
 
     /// The open stream to `node`, opened anew if the last one ended; `None` while the peer gets
     /// unary calls.
     pub(crate) fn stream(&self, node: u64, addr: &str) -> Option<PeerStream> {
-        let channel = self.get(node, addr);
         let mut peers = self.peers.lock().expect("peer map lock poisoned");
-        let p = peers.get_mut(&node)?;
+        let p = self.peer(&mut peers, node, addr);
         if p.unary_until.is_some_and(|until| Instant::now() < until) {
             return None;
         }
         match &p.stream {
             Some(s) if !s.is_closed() => Some(s.clone()),
-            _ => Some(p.stream.insert(PeerStream::open(channel, node)).clone()),
+            _ => Some(p.stream.insert(PeerStream::open(p.channel.clone(), node)).clone()),
         }
     }
 

@@ -345,36 +345,19 @@ pub type ResultStream = std::pin::Pin<Box<dyn Stream<Item = Result<RaftResults, 
 /// ones it took, so that a node's graceful shutdown is not held open by its peers' streams.
 pub(crate) fn serve(
     service: RaftServiceImpl,
-    mut inbound: Streaming<RaftCalls>,
-    mut shutdown: watch::Receiver<bool>,
+    inbound: Streaming<RaftCalls>,
+    shutdown: watch::Receiver<bool>,
 ) -> ResultStream {
-    let (tx, rx) = mpsc::unbounded_channel::<Completed<RaftCallResult>>();
-    let permits = Arc::new(Semaphore::new(SERVE_IN_FLIGHT));
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                m = inbound.message() => m,
-                Ok(_) = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let msg = match next {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(s) => {
-                    let _ = tx.send(Err(s));
-                    break;
-                }
-            };
-            let received = Instant::now();
-            for call in msg.calls {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let (service, tx) = (service.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let result = serve_call(&service, call, received).await;
-                    let _ = tx.send(Ok((result, permit)));
-                });
-            }
-        }
-    });
+    let rx = serve_calls(
+        inbound,
+        shutdown,
+        SERVE_IN_FLIGHT,
+        |m: RaftCalls| m.calls,
+        move |call, received| {
+            let service = service.clone();
+            async move { serve_call(&service, call, received).await }
+        },
+    );
     Box::pin(batched(rx, BATCH_BYTES, |results| RaftResults { results }))
 }
 
@@ -400,6 +383,58 @@ async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant
 
 /// A served call's result with its in-flight permit, or the status that ends the stream.
 pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
+
+/// Reads the messages of `inbound` and serves each of their calls (`calls_of` takes them out of
+/// a message) in a task of its own through `handle`, given the call and when its message was
+/// read; the results come out of the returned channel in completion order, for [`batched`].
+///
+/// At most `in_flight` calls are in service or have results not yet in a message: beyond that
+/// the reader stops reading, and HTTP/2 flow control holds the sender back, so no peer or client
+/// can make a node queue unbounded work or results. Once `shutdown` becomes true no more calls
+/// are taken; the channel ends after the ones taken are answered. A malformed or oversized
+/// message ends it with its status, after the results that completed before it.
+pub fn serve_calls<M, C, T, H, F>(
+    mut inbound: Streaming<M>,
+    mut shutdown: watch::Receiver<bool>,
+    in_flight: usize,
+    calls_of: fn(M) -> Vec<C>,
+    handle: H,
+) -> mpsc::UnboundedReceiver<Completed<T>>
+where
+    M: Send + 'static,
+    C: Send + 'static,
+    T: Send + 'static,
+    H: Fn(C, Instant) -> F + Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<Completed<T>>();
+    let permits = Arc::new(Semaphore::new(in_flight));
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                Ok(_) = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let msg = match next {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) => {
+                    let _ = tx.send(Err(s));
+                    break;
+                }
+            };
+            let received = Instant::now();
+            for call in calls_of(msg) {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (served, tx) = (handle(call, received), tx.clone());
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok((served.await, permit)));
+                });
+            }
+        }
+    });
+    rx
+}
 
 /// The results of `rx` in messages built by `wrap`: waits for one result, then adds every result
 /// already completed while the message stays under `limit` bytes (a single larger result goes

@@ -7,14 +7,13 @@
 //! the node stops reading the stream, and HTTP/2 flow control holds the client back, so no
 //! client can make a node queue unbounded work or results.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
 use raftcache_proto::cache::pipeline_call::Op;
 use raftcache_proto::cache::pipeline_result::Outcome;
 use raftcache_proto::cache::{PipelineCall, PipelineFailure, PipelineRequest, PipelineResponse, PipelineResult};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
 use crate::cache_service::CacheServiceImpl;
@@ -35,44 +34,23 @@ pub type ResultStream = std::pin::Pin<Box<dyn Stream<Item = Result<PipelineRespo
 /// ones it took; the client opens a new stream elsewhere.
 pub fn serve(
     service: CacheServiceImpl,
-    mut inbound: Streaming<PipelineRequest>,
-    mut shutdown: watch::Receiver<bool>,
+    inbound: Streaming<PipelineRequest>,
+    shutdown: watch::Receiver<bool>,
 ) -> ResultStream {
-    let (tx, rx) = mpsc::unbounded_channel::<Item>();
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                m = inbound.message() => m,
-                Ok(_) = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let msg = match next {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(s) => {
-                    // A malformed or oversized message ends the stream with its status, after the
-                    // results that completed before it.
-                    let _ = tx.send(Err(s));
-                    break;
-                }
-            };
-            for call in msg.calls {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let (service, tx) = (service.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let result = serve_call(&service, call).await;
-                    let _ = tx.send(Ok((result, permit)));
-                });
-            }
-        }
-    });
+    let rx = raftcache_raft::serve_calls(
+        inbound,
+        shutdown,
+        MAX_IN_FLIGHT,
+        |m: PipelineRequest| m.calls,
+        move |call, _| {
+            let service = service.clone();
+            async move { serve_call(&service, call).await }
+        },
+    );
     // Results that completed together share a message; the permit goes back once its result
     // is in one.
     Box::pin(raftcache_raft::batched(rx, RESPONSE_BATCH_BYTES, |results| PipelineResponse { results }))
 }
-
-/// A completed call and its in-flight permit, or the status that ends the stream.
-type Item = raftcache_raft::Completed<PipelineResult>;
 
 async fn serve_call(service: &CacheServiceImpl, call: PipelineCall) -> PipelineResult {
     let deadline = Instant::now() + call_timeout(call.timeout_ms);
