@@ -146,6 +146,19 @@ impl Router {
         g.leader()
     }
 
+    /// Waits (until `deadline`, at most 2 s) for the local replica of `group` to name a leader
+    /// other than this node; false if it does not.
+    async fn wait_other_leader(&self, group: GroupId, deadline: Instant) -> bool {
+        let Some(g) = self.local(group) else { return false };
+        let me = self.node_id;
+        let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
+        g.raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader known")
+            .await
+            .is_ok()
+    }
+
     /// Proposes `cmd` on the local replica of `group` if it is the leader.
     pub async fn write_local(
         &self,
@@ -215,7 +228,13 @@ impl Router {
                 continue;
             };
             if id == self.node_id {
-                // The hint names this node: an election is in flight here. Let the caller retry.
+                // The hint names this node, yet the request was refused here: it has just lost
+                // leadership and its view has not caught up (a deposed leader learns of its
+                // successor a moment after its heartbeats are refused), or an election runs here.
+                // Wait for the view to name another leader; if none comes, let the caller retry.
+                if attempt < 5 && self.wait_other_leader(group, deadline).await {
+                    continue;
+                }
                 return Err(ServeError::Unavailable(format!("group {group} is electing a leader; retry")).into());
             }
             let mut req = tonic::Request::new(msg.clone());
