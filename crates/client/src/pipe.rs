@@ -10,7 +10,7 @@
 //! `x-raftcache-error` metadata, the mark of a transport failure that the retry logic acts on; the
 //! next call opens a new stream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use prost::Message;
@@ -26,8 +26,9 @@ use tonic::Status;
 /// Calls that are ready together share a message while it stays under this size; a larger call
 /// goes alone (the node accepts one value of its limit plus 64 KiB per message).
 const REQUEST_BATCH_BYTES: usize = 32 * 1024;
-/// Messages queued for the stream before the driver waits for HTTP/2 to take them.
-const OUTBOUND_QUEUE: usize = 64;
+/// Messages queued for the stream before the driver waits for HTTP/2 to take them (calls wait in
+/// [`Waiting`] meanwhile).
+const OUTBOUND_QUEUE: usize = 16;
 
 type Reply = oneshot::Sender<Result<Outcome, Status>>;
 
@@ -75,38 +76,68 @@ impl Pipe {
 
 /// Runs one stream: sends queued calls, hands results to their callers, fails what is in flight
 /// when the stream ends.
+///
+/// It never stops taking calls from the handles: while the node does not read (paused, or cut
+/// off with full windows) or the stream is still opening, calls wait in [`Waiting`], which drops
+/// those whose callers gave up. So a stalled node costs the live calls' payloads, not those of
+/// every call made (and abandoned) meanwhile.
 async fn drive(mut client: CacheServiceClient<Channel>, mut calls: mpsc::UnboundedReceiver<Pending>, addr: String) {
     let Some(first) = calls.recv().await else { return };
+    let mut waiting = Waiting::default();
+    waiting.push(first);
     let (out_tx, out_rx) = mpsc::channel::<PipelineRequest>(OUTBOUND_QUEUE);
     let mut flight = InFlight::default();
-    let mut held = Some(first);
-    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
+    // The first message is queued before the call opens, so it leaves with the headers.
+    let batch = flight.take_batch(&mut waiting);
+    if !batch.is_empty() && out_tx.try_send(PipelineRequest { calls: batch }).is_err() {
         return;
     }
-    let mut inbound = match client.pipeline(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            flight.fail_all(&s);
-            return;
+    let open = client.pipeline(tokio_stream::wrappers::ReceiverStream::new(out_rx));
+    tokio::pin!(open);
+    let mut inbound = loop {
+        tokio::select! {
+            opened = &mut open => match opened {
+                Ok(r) => break r.into_inner(),
+                Err(s) => {
+                    flight.fail_all(&s);
+                    waiting.fail_all(&s);
+                    return;
+                }
+            },
+            call = calls.recv() => match call {
+                Some(c) => waiting.push(c),
+                None => return, // every handle is gone: nobody waits for an answer
+            },
         }
     };
     let ended = loop {
         tokio::select! {
-            call = calls.recv(), if held.is_none() => match call {
+            permit = out_tx.reserve(), if !waiting.is_empty() => match permit {
+                Ok(permit) => {
+                    let batch = flight.take_batch(&mut waiting);
+                    if !batch.is_empty() {
+                        permit.send(PipelineRequest { calls: batch });
+                    }
+                }
+                Err(_) => break Status::unavailable(format!("pipeline to {addr} closed")),
+            },
+            call = calls.recv() => match call {
                 Some(c) => {
-                    held = Some(c);
-                    if !flight.send_batch(&mut held, &mut calls, &out_tx).await {
-                        break Status::unavailable(format!("pipeline to {addr} closed"));
+                    // Everything queued with it goes into the same message.
+                    waiting.push(c);
+                    while let Ok(c) = calls.try_recv() {
+                        waiting.push(c);
+                    }
+                    // With room on the stream (the usual case) they leave now, not a turn later.
+                    if let Ok(permit) = out_tx.try_reserve() {
+                        let batch = flight.take_batch(&mut waiting);
+                        if !batch.is_empty() {
+                            permit.send(PipelineRequest { calls: batch });
+                        }
                     }
                 }
-                // Every handle is gone: close our side; the node ends the stream after answering.
-                None => {
-                    drop(out_tx);
-                    while let Ok(Some(msg)) = inbound.message().await {
-                        flight.answer(msg.results);
-                    }
-                    break Status::unavailable(format!("pipeline to {addr} closed"));
-                }
+                // Every handle is gone: nobody waits for an answer; dropping the stream ends it.
+                None => return,
             },
             msg = inbound.message() => match msg {
                 Ok(Some(msg)) => flight.answer(msg.results),
@@ -114,14 +145,44 @@ async fn drive(mut client: CacheServiceClient<Channel>, mut calls: mpsc::Unbound
                 Err(s) => break Status::unavailable(format!("pipeline to {addr}: {}", s.message())),
             },
         }
-        // A call that did not fit into the last message goes first in the next.
-        if held.is_some() && !flight.send_batch(&mut held, &mut calls, &out_tx).await {
-            break Status::unavailable(format!("pipeline to {addr} closed"));
-        }
     };
     calls.close();
+    while let Ok(p) = calls.try_recv() {
+        waiting.push(p);
+    }
     flight.fail_all(&ended);
-    // Calls queued after the stream ended: their senders drop here, their callers see `lost`.
+    waiting.fail_all(&ended);
+}
+
+/// Calls taken from the handles and not sent yet, in order.
+#[derive(Default)]
+struct Waiting {
+    calls: VecDeque<Pending>,
+    /// `calls.len()` after the last sweep of abandoned calls.
+    swept_at: usize,
+}
+
+impl Waiting {
+    /// Queues `p`; drops the calls whose callers gave up once the queue doubled since the last
+    /// sweep, so it holds about twice the live calls at most.
+    fn push(&mut self, p: Pending) {
+        self.calls.push_back(p);
+        if self.calls.len() > 64 && self.calls.len() > 2 * self.swept_at {
+            self.calls.retain(|p| !p.reply.is_closed());
+            self.swept_at = self.calls.len();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    fn fail_all(&mut self, status: &Status) {
+        for p in self.calls.drain(..) {
+            let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
+        }
+        self.swept_at = 0;
+    }
 }
 
 /// The calls sent and not yet answered.
@@ -134,39 +195,38 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// Sends `held` and every call already queued, while the message stays under
-    /// [`REQUEST_BATCH_BYTES`]; a call that does not fit stays in `held`. False if the stream is
-    /// gone.
-    async fn send_batch(
-        &mut self,
-        held: &mut Option<Pending>,
-        calls: &mut mpsc::UnboundedReceiver<Pending>,
-        out: &mpsc::Sender<PipelineRequest>,
-    ) -> bool {
+    /// The next message's calls from the front of `waiting`, while it stays under
+    /// [`REQUEST_BATCH_BYTES`] (a larger call goes alone); calls whose callers gave up are
+    /// dropped.
+    fn take_batch(&mut self, waiting: &mut Waiting) -> Vec<PipelineCall> {
         let mut batch = Vec::new();
         let mut size = 0;
-        while let Some(p) = held.take().or_else(|| calls.try_recv().ok()) {
+        while let Some(p) = waiting.calls.pop_front() {
             if p.reply.is_closed() {
                 continue; // its caller gave up before it was sent
             }
-            self.next_id += 1;
             let call = PipelineCall {
-                id: self.next_id,
+                id: self.next_id + 1,
                 timeout_ms: p.timeout.as_millis().clamp(1, u64::MAX as u128) as u64,
                 op: Some(p.op),
             };
             let len = call.encoded_len();
             if !batch.is_empty() && size + len > REQUEST_BATCH_BYTES {
-                self.next_id -= 1;
-                *held = Some(Pending { op: call.op.expect("set above"), timeout: p.timeout, reply: p.reply });
+                waiting.calls.push_front(Pending {
+                    op: call.op.expect("set above"),
+                    timeout: p.timeout,
+                    reply: p.reply,
+                });
                 break;
             }
+            self.next_id += 1;
             size += len;
             self.replies.insert(call.id, p.reply);
             batch.push(call);
         }
+        waiting.swept_at = waiting.swept_at.min(waiting.calls.len());
         self.sweep();
-        batch.is_empty() || out.send(PipelineRequest { calls: batch }).await.is_ok()
+        batch
     }
 
     fn answer(&mut self, results: Vec<PipelineResult>) {
@@ -210,4 +270,104 @@ fn status_of(f: PipelineFailure) -> Status {
         }
     }
     Status::with_metadata(tonic::Code::from(f.code), f.message, md)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use raftcache_proto::cache::cache_service_server::{CacheService, CacheServiceServer};
+    use raftcache_proto::cache::{
+        DeleteRequest, DeleteResponse, GetRequest, GetResponse, InvalidateRequest, InvalidateResponse,
+        PipelineResponse, SetRequest, SetResponse, TopologyRequest, TopologyResponse,
+    };
+    use tonic::{Request, Response, Streaming};
+
+    use super::*;
+
+    type ResultStream = Pin<Box<dyn futures::Stream<Item = Result<PipelineResponse, Status>> + Send>>;
+
+    /// A node that opens the pipeline and never reads it (a paused process).
+    #[derive(Clone, Default)]
+    struct Stalled {
+        streams: Arc<Mutex<Vec<Streaming<PipelineRequest>>>>,
+    }
+
+    #[tonic::async_trait]
+    impl CacheService for Stalled {
+        type PipelineStream = ResultStream;
+
+        async fn pipeline(&self, req: Request<Streaming<PipelineRequest>>) -> Result<Response<ResultStream>, Status> {
+            self.streams.lock().unwrap().push(req.into_inner());
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+
+        async fn get(&self, _req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn set(&self, _req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn delete(&self, _req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn invalidate(&self, _req: Request<InvalidateRequest>) -> Result<Response<InvalidateResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn topology(&self, _req: Request<TopologyRequest>) -> Result<Response<TopologyResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// A value that counts its drops.
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_stops_reading_holds_only_the_live_calls_payloads() {
+        const CALLS: usize = 2_000;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(CacheServiceServer::new(Stalled::default()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let pipe = Pipe::open(CacheServiceClient::new(channel), &addr);
+        let dropped = Arc::new(AtomicUsize::new(0));
+        for i in 0..CALLS {
+            let value = bytes::Bytes::from_owner(Counted(vec![0; 64 * 1024], dropped.clone()));
+            let op = Op::Set(SetRequest {
+                namespace: "ns".into(),
+                key: format!("k{i}").into(),
+                value,
+                ..Default::default()
+            });
+            let answer = pipe.call(op, Duration::from_millis(1)).await;
+            assert!(answer.is_err(), "the stalled node answered");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = CALLS - dropped.load(Ordering::SeqCst);
+        // What HTTP/2 and the outbound queue took before the node's windows filled, plus the
+        // calls waiting since the last sweep: a few hundred, not all 2,000 (128 MiB).
+        assert!(held < 600, "{held} of {CALLS} abandoned calls still hold their payload");
+    }
 }
