@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, WalLogStore, StateMachineStore, tempfile::TempDir>
         let db = sled::open(dir.path().join("db")).expect("open sled");
         // Tiny segments and cache: the suite's appends and purges cross segment boundaries and
         // read entries back from the files.
-        let opts = WalOptions { segment_bytes: 4096, cache_bytes: 1024 };
+        let opts = WalOptions { segment_bytes: 4096, cache_bytes: 1024, preallocate: true };
         let log = WalLogStore::new(Wal::open(&dir.path().join("wal"), opts).expect("open the WAL"), 7, self.0);
         let sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), 7, StateConfig::default())?;
         Ok((dir, log, sm))

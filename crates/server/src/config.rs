@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// each new segment restates every group's vote and purge point.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub wal_segment_mb: u64,
+    /// Let write-ahead log segments grow as they fill instead of writing each next segment's
+    /// file full of zeros ahead of time (a sync after a write that grows a file also writes its
+    /// inode).
+    #[arg(long)]
+    pub no_wal_preallocate: bool,
     /// Raft heartbeat interval (ms).
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,

@@ -122,7 +122,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let wal_dir = args.data_dir.join("wal");
     let wal = Wal::open(
         &wal_dir,
-        WalOptions { segment_bytes: args.wal_segment_mb << 20, cache_bytes: mib_to_bytes(args.disk_cache_mb) },
+        WalOptions {
+            segment_bytes: args.wal_segment_mb << 20,
+            cache_bytes: mib_to_bytes(args.disk_cache_mb),
+            preallocate: !args.no_wal_preallocate,
+        },
     )
     .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
     crate::trim::start();
