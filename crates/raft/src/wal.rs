@@ -853,8 +853,8 @@ fn prepare_loop(shared: &Shared) {
                 return;
             }
         }
+        let path = shared.dir.join(SPARE);
         let made = (|| {
-            let path = shared.dir.join(SPARE);
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -863,6 +863,10 @@ fn prepare_loop(shared: &Shared) {
             write_zeros(&file, 0, shared.opts.segment_bytes)?;
             file.sync_all()
         })();
+        if made.is_err() {
+            // A part-written spare (a full disk, say) would only hold space the log needs.
+            let _ = fs::remove_file(&path);
+        }
         let mut st = shared.lock();
         st.spare = match made {
             Ok(()) => Spare::Ready,
