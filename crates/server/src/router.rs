@@ -147,16 +147,25 @@ impl Router {
     }
 
     /// Waits (until `deadline`, at most 2 s) for the local replica of `group` to name a leader
-    /// other than this node; false if it does not.
+    /// other than this node; false if it does not, or if this node wins a later term meanwhile
+    /// (the caller's retry then finds it leading).
     async fn wait_other_leader(&self, group: GroupId, deadline: Instant) -> bool {
         let Some(g) = self.local(group) else { return false };
         let me = self.node_id;
+        let term = g.raft.metrics().borrow().current_term;
         let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
-        g.raft
+        let settled = g
+            .raft
             .wait(Some(wait))
-            .metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader known")
-            .await
-            .is_ok()
+            .metrics(
+                |m| {
+                    m.current_leader.is_some_and(|l| l != me)
+                        || (m.state == openraft::ServerState::Leader && m.current_term > term)
+                },
+                "another leader known, or this node elected",
+            )
+            .await;
+        settled.is_ok_and(|m| m.current_leader.is_some_and(|l| l != me))
     }
 
     /// Proposes `cmd` on the local replica of `group` if it is the leader.
