@@ -10,10 +10,11 @@
 //! `x-raftcache-error` metadata, the mark of a transport failure that the retry logic acts on; the
 //! next call opens a new stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
+use raftcache_core::waiting::{Abandoned, Waiting};
 use raftcache_proto::cache::cache_service_client::CacheServiceClient;
 use raftcache_proto::cache::pipeline_call::Op;
 use raftcache_proto::cache::pipeline_result::Outcome;
@@ -36,6 +37,20 @@ struct Pending {
     op: Op,
     timeout: Duration,
     reply: Reply,
+}
+
+impl Abandoned for Pending {
+    /// True once its caller gave up (deadline): it is then dropped unsent.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// Fails every call still waiting to be sent with `status`.
+fn fail_waiting(waiting: &mut Waiting<Pending>, status: &Status) {
+    for p in waiting.drain() {
+        let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
+    }
 }
 
 /// The pipeline to one node. Cheap to clone; dropping the last clone closes the stream once the
@@ -100,7 +115,7 @@ async fn drive(mut client: CacheServiceClient<Channel>, mut calls: mpsc::Unbound
                 Ok(r) => break r.into_inner(),
                 Err(s) => {
                     flight.fail_all(&s);
-                    waiting.fail_all(&s);
+                    fail_waiting(&mut waiting, &s);
                     return;
                 }
             },
@@ -151,38 +166,7 @@ async fn drive(mut client: CacheServiceClient<Channel>, mut calls: mpsc::Unbound
         waiting.push(p);
     }
     flight.fail_all(&ended);
-    waiting.fail_all(&ended);
-}
-
-/// Calls taken from the handles and not sent yet, in order.
-#[derive(Default)]
-struct Waiting {
-    calls: VecDeque<Pending>,
-    /// `calls.len()` after the last sweep of abandoned calls.
-    swept_at: usize,
-}
-
-impl Waiting {
-    /// Queues `p`; drops the calls whose callers gave up once the queue doubled since the last
-    /// sweep, so it holds about twice the live calls at most.
-    fn push(&mut self, p: Pending) {
-        self.calls.push_back(p);
-        if self.calls.len() > 64 && self.calls.len() > 2 * self.swept_at {
-            self.calls.retain(|p| !p.reply.is_closed());
-            self.swept_at = self.calls.len();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-    }
-
-    fn fail_all(&mut self, status: &Status) {
-        for p in self.calls.drain(..) {
-            let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
-        }
-        self.swept_at = 0;
-    }
+    fail_waiting(&mut waiting, &ended);
 }
 
 /// The calls sent and not yet answered.
@@ -198,13 +182,10 @@ impl InFlight {
     /// The next message's calls from the front of `waiting`, while it stays under
     /// [`REQUEST_BATCH_BYTES`] (a larger call goes alone); calls whose callers gave up are
     /// dropped.
-    fn take_batch(&mut self, waiting: &mut Waiting) -> Vec<PipelineCall> {
+    fn take_batch(&mut self, waiting: &mut Waiting<Pending>) -> Vec<PipelineCall> {
         let mut batch = Vec::new();
         let mut size = 0;
-        while let Some(p) = waiting.calls.pop_front() {
-            if p.reply.is_closed() {
-                continue; // its caller gave up before it was sent
-            }
+        while let Some(p) = waiting.pop() {
             let call = PipelineCall {
                 id: self.next_id + 1,
                 timeout_ms: p.timeout.as_millis().clamp(1, u64::MAX as u128) as u64,
@@ -212,11 +193,7 @@ impl InFlight {
             };
             let len = call.encoded_len();
             if !batch.is_empty() && size + len > REQUEST_BATCH_BYTES {
-                waiting.calls.push_front(Pending {
-                    op: call.op.expect("set above"),
-                    timeout: p.timeout,
-                    reply: p.reply,
-                });
+                waiting.unpop(Pending { op: call.op.expect("set above"), timeout: p.timeout, reply: p.reply });
                 break;
             }
             self.next_id += 1;
@@ -224,7 +201,6 @@ impl InFlight {
             self.replies.insert(call.id, p.reply);
             batch.push(call);
         }
-        waiting.swept_at = waiting.swept_at.min(waiting.calls.len());
         self.sweep();
         batch
     }

@@ -46,6 +46,7 @@ mod ring;
 mod serde_bytes;
 mod state;
 mod topology;
+pub mod waiting;
 
 pub use command::{BatchItem, ClientSeq, Command, Condition, Rejection, Request, Response};
 pub use error::{Error, Result};

@@ -19,12 +19,13 @@
 //! the leader's quorum confirmation time on the *receiver's* clock, mapped through a lower bound
 //! on the clocks' offset that round trips give ([`PeerClock`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
 use prost::Message;
+use raftcache_core::waiting::{Abandoned, Waiting};
 use raftcache_proto::raft::raft_call_result::Outcome;
 use raftcache_proto::raft::raft_service_client::RaftServiceClient;
 use raftcache_proto::raft::{
@@ -109,6 +110,20 @@ struct Pending {
     reply: Reply,
 }
 
+impl Abandoned for Pending {
+    /// True once openraft gave up on it (timed out): it is then dropped unsent.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// Fails every call still waiting to be sent with `status`.
+fn fail_waiting(waiting: &mut Waiting<Pending>, status: &Status) {
+    for p in waiting.drain() {
+        let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
+    }
+}
+
 /// The stream to one peer. Cheap to clone; the stream closes when the last clone is dropped
 /// (after the calls in flight are answered) or breaks.
 #[derive(Clone)]
@@ -185,7 +200,7 @@ async fn drive(
                     // is a transport failure.
                     let s = if s.code() == tonic::Code::Unimplemented { s } else { unreachable(peer, &s) };
                     flight.fail_all(&s);
-                    waiting.fail_all(&s);
+                    fail_waiting(&mut waiting, &s);
                     return;
                 }
             },
@@ -229,38 +244,7 @@ async fn drive(
         waiting.push(p);
     }
     flight.fail_all(&ended);
-    waiting.fail_all(&ended);
-}
-
-/// Calls taken from the handles and not sent yet, in order.
-#[derive(Default)]
-struct Waiting {
-    calls: VecDeque<Pending>,
-    /// `calls.len()` after the last sweep of abandoned calls.
-    swept_at: usize,
-}
-
-impl Waiting {
-    /// Queues `p`; drops the calls whose callers gave up once the queue doubled since the last
-    /// sweep, so it holds about twice the live calls at most.
-    fn push(&mut self, p: Pending) {
-        self.calls.push_back(p);
-        if self.calls.len() > 64 && self.calls.len() > 2 * self.swept_at {
-            self.calls.retain(|p| !p.reply.is_closed());
-            self.swept_at = self.calls.len();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-    }
-
-    fn fail_all(&mut self, status: &Status) {
-        for p in self.calls.drain(..) {
-            let _ = p.reply.send(Err(Status::new(status.code(), status.message())));
-        }
-        self.swept_at = 0;
-    }
+    fail_waiting(&mut waiting, &ended);
 }
 
 fn unreachable(peer: u64, s: &Status) -> Status {
@@ -281,18 +265,15 @@ struct InFlight {
 impl InFlight {
     /// The next message's calls from the front of `waiting`, while it stays under
     /// [`BATCH_BYTES`] (a larger call goes alone); calls whose callers gave up are dropped.
-    fn take_batch(&mut self, waiting: &mut Waiting) -> Vec<RaftCall> {
+    fn take_batch(&mut self, waiting: &mut Waiting<Pending>) -> Vec<RaftCall> {
         let mut batch = Vec::new();
         let mut size = 0;
-        while let Some(p) = waiting.calls.pop_front() {
-            if p.reply.is_closed() {
-                continue; // openraft gave up on it (timed out) before it was sent
-            }
+        while let Some(p) = waiting.pop() {
             let call = RaftCall { id: self.next_id + 1, rpc: p.rpc as i32, request: Some(p.request) };
             let len = call.encoded_len();
             if !batch.is_empty() && size + len > BATCH_BYTES {
                 let request = call.request.expect("set above");
-                waiting.calls.push_front(Pending { rpc: p.rpc, request, reply: p.reply });
+                waiting.unpop(Pending { rpc: p.rpc, request, reply: p.reply });
                 break;
             }
             self.next_id += 1;
@@ -300,7 +281,6 @@ impl InFlight {
             self.replies.insert(call.id, p.reply);
             batch.push(call);
         }
-        waiting.swept_at = waiting.swept_at.min(waiting.calls.len());
         self.sweep();
         batch
     }
