@@ -411,10 +411,7 @@ impl Wal {
         }
         ids.sort_unstable();
         // A spare left by the previous run may be half written; a new one is made when needed.
-        match fs::remove_file(dir.join(SPARE)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(&dir.join(SPARE))?;
         // The sync thread writes to a new segment only after syncing the older ones, so empty
         // newest segments are all a crash can leave behind them; the one before is the newest.
         while let Some(&id) = ids.last() {
@@ -816,6 +813,14 @@ fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, id))
 }
 
+/// Removes `path`; a file that is not there is no error.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Renames the spare into segment `id`; returns it and its length.
 fn use_spare(dir: &Path, id: u64) -> io::Result<(File, u64)> {
     let path = segment_path(dir, id);
@@ -855,10 +860,7 @@ fn prepare_loop(shared: &Shared) {
         }
         let path = shared.dir.join(SPARE);
         let made = (|| {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(&path)?;
             let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
             write_zeros(&file, 0, shared.opts.segment_bytes)?;
             file.sync_all()
