@@ -29,6 +29,10 @@ pub struct RaftTuning {
     /// without a heartbeat round, while enough followers acknowledged recently (see
     /// [`RaftTuning::read_lease`]). Off: every read index costs a heartbeat round.
     pub lease_reads: bool,
+    /// Encode snapshots in a forked child process, holding the state lock only across the fork
+    /// (see `crate::forked`). Off: encode in the node's process under the lock, which stops the
+    /// group's apply for the whole encode.
+    pub fork_snapshots: bool,
 }
 
 impl RaftTuning {
@@ -50,6 +54,7 @@ impl Default for RaftTuning {
             snapshot_every: 10_000,
             keep_logs_behind_snapshot: 1_000,
             lease_reads: true,
+            fork_snapshots: true,
         }
     }
 }

@@ -73,7 +73,9 @@ impl Group {
         if moved > 0 {
             tracing::info!(group = id, entries = moved, "moved the group's log from sled into the WAL");
         }
-        let sm = StateMachineStore::open(db, snap_dir, id, state_config).map_err(|e| Error::Storage(e.to_string()))?;
+        let sm = StateMachineStore::open(db, snap_dir, id, state_config)
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .fork_snapshots(tuning.fork_snapshots);
         let data = sm.data();
         let config = raft_config(id, tuning)?;
         let (clock, voters) = (Arc::<QuorumClock>::default(), Arc::<VoterSet>::default());

@@ -49,6 +49,7 @@
 mod codec;
 mod config;
 mod error;
+mod forked;
 mod freshness;
 mod group;
 mod log_store;

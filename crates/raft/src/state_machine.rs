@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -64,6 +65,8 @@ pub struct StateMachineStore {
     /// machine's task) must not write the same temporary file at once.
     writing: Arc<tokio::sync::Mutex<()>>,
     group: u64,
+    /// Encode snapshots in a forked child (see [`encode_state`]).
+    fork: bool,
 }
 
 fn snap_err(e: impl ToString) -> StorageError<u64> {
@@ -109,7 +112,15 @@ impl StateMachineStore {
             snap_meta: Arc::new(Mutex::new(snap_meta)),
             writing: Arc::default(),
             group,
+            fork: true,
         })
+    }
+
+    /// Whether snapshots are encoded in a forked child (the default) or in this process under
+    /// the state lock.
+    pub fn fork_snapshots(mut self, fork: bool) -> Self {
+        self.fork = fork;
+        self
     }
 
     /// The shared state, for the read path.
@@ -205,12 +216,63 @@ fn read_legacy_snapshot(
     }
 }
 
+/// A group's state encoded for a snapshot.
+struct Encoded {
+    bytes: Vec<u8>,
+    last_applied: Option<LogId<u64>>,
+    last_membership: StoredMembership<u64, NodeInfo>,
+    /// How long apply was held off: the fork, or the whole encode in this process.
+    locked: Duration,
+    /// The whole encode, fork to last byte.
+    took: Duration,
+}
+
+/// The state's snapshot encoding and the log position and membership it reflects.
+///
+/// With `fork`, encodes in a forked child ([`crate::forked`]): the read lock is held only across
+/// the fork, so apply and reads go on while the child encodes. If the child cannot be started or
+/// fails, and without `fork`, encodes here under the lock, which stops apply meanwhile.
+fn encode_state(data: &RwLock<SmData>, group: u64, fork: bool) -> Encoded {
+    let start = Instant::now();
+    let in_process = |why: Option<&dyn std::fmt::Display>| {
+        if let Some(why) = why {
+            tracing::warn!(group, error = %why, "encoding the snapshot in the node's process, under the state lock");
+        }
+        let d = data.read().expect("state machine lock poisoned");
+        let locked = Instant::now();
+        let bytes = d.state.to_bytes();
+        let (last_applied, last_membership) = (d.last_applied, d.last_membership.clone());
+        drop(d);
+        Encoded { bytes, last_applied, last_membership, locked: locked.elapsed(), took: start.elapsed() }
+    };
+    if !fork {
+        return in_process(None);
+    }
+    let turn = crate::forked::reserve();
+    let d = data.read().expect("state machine lock poisoned");
+    let locked = Instant::now();
+    let (last_applied, last_membership) = (d.last_applied, d.last_membership.clone());
+    let child = match crate::forked::spawn(turn, |w| d.state.write_to(w)) {
+        Ok(child) => child,
+        Err(e) => {
+            drop(d);
+            return in_process(Some(&e));
+        }
+    };
+    drop(d);
+    let locked = locked.elapsed();
+    match child.finish() {
+        Ok(bytes) => Encoded { bytes, last_applied, last_membership, locked, took: start.elapsed() },
+        Err(e) => in_process(Some(&e)),
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let (bytes, last_applied, last_membership) = {
-            let d = self.data.read().expect("state machine lock poisoned");
-            (d.state.to_bytes(), d.last_applied, d.last_membership.clone())
-        };
+        let (data, group, fork) = (self.data.clone(), self.group, self.fork);
+        let Encoded { bytes, last_applied, last_membership, locked, took } =
+            tokio::task::spawn_blocking(move || encode_state(&data, group, fork)).await.map_err(snap_err)?;
+        let stored = Instant::now();
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
             None => format!("empty-{}", bytes.len()),
@@ -221,6 +283,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             group = self.group,
             index = last_applied.map(|l| l.index),
             bytes = bytes.len(),
+            locked_ms = locked.as_millis() as u64,
+            encode_ms = took.as_millis() as u64,
+            store_ms = stored.elapsed().as_millis() as u64,
             "snapshot built"
         );
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
@@ -339,6 +404,31 @@ mod tests {
         drop(sm);
         let sm = StateMachineStore::open(&db, &snaps, 3, StateConfig::default()).unwrap();
         assert_eq!((sm.snapshot_index(), sm.data().read().unwrap().applied_index()), (5, 5));
+    }
+
+    #[test]
+    fn a_built_snapshot_holds_the_state_at_its_log_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let mut sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), 2, StateConfig::default()).unwrap();
+        let digest = {
+            let mut d = sm.data.write().unwrap();
+            for i in 1..=2_000u64 {
+                let key = CacheKey::new("t", Bytes::from(format!("k{i}"))).unwrap();
+                let cmd =
+                    Command::Set { key, value: Bytes::from(vec![b'v'; 100]), ttl_ms: None, cond: Condition::None };
+                d.state.apply(i, &Request { now_ms: i, client: None, cmd });
+            }
+            d.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 2_000));
+            d.state.digest()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let snap = rt.block_on(sm.build_snapshot()).unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2_000));
+        let built = CacheState::from_bytes(snap.snapshot.get_ref()).unwrap();
+        assert_eq!((built.len(), built.digest()), (2_000, digest));
+        let (meta, stored) = read_snapshot_file(&sm.snap_path).unwrap().expect("a file");
+        assert_eq!((meta, &stored), (snap.meta, snap.snapshot.get_ref()));
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// inode).
     #[arg(long)]
     pub no_wal_preallocate: bool,
+    /// Encode snapshots in the node's own process, holding the group's state lock, instead of in
+    /// a forked child that sees a copy-on-write image of the state. The group stops applying for
+    /// the whole encode (~100 ms per 40 MB of state on a 2-core machine); for systems where
+    /// forking a large process is unwanted (strict memory overcommit).
+    #[arg(long)]
+    pub snapshot_in_process: bool,
     /// Raft heartbeat interval (ms).
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,

@@ -109,6 +109,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         keep_logs_behind_snapshot: args.keep_logs,
         lease_reads: !args.no_lease_reads,
+        fork_snapshots: !args.snapshot_in_process,
     };
     let overrides = if args.peer_addrs.is_empty() {
         Default::default()

@@ -109,6 +109,16 @@ impl CacheState {
         bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("encoding a CacheState cannot fail")
     }
 
+    /// Writes the same bytes as [`CacheState::to_bytes`] into `w`, without holding them all.
+    pub fn write_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
+        bincode::serde::encode_into_std_write(self, &mut w, bincode::config::standard()).map(|_| ()).map_err(
+            |e| match e {
+                bincode::error::EncodeError::Io { inner, .. } => inner,
+                other => std::io::Error::other(other.to_string()),
+            },
+        )
+    }
+
     /// Decodes a snapshot written by [`CacheState::to_bytes`].
     ///
     /// Any malformed input — truncated, trailing bytes, bad lengths, invalid keys, data no log
