@@ -16,7 +16,8 @@
 //!
 //! Apply is O(log n) per key it touches (amortized; see below). It never scans the state:
 //!
-//! - entries live in a `BTreeMap` with a secondary `(expires_at, key)` index, so the leader can
+//! - entries live in hash sets (many small ones: see `entries::SHARDS`) with a secondary
+//!   `(expires_at, key)` index, so the leader can
 //!   find expired keys ([`CacheState::expired_keys`]) without a scan, and apply can keep the
 //!   index exact on every write;
 //! - fences sit in a map for lookup and in a queue ordered by the time they were set, so pruning

@@ -2,7 +2,8 @@
 //!
 //! A cache holds many small values, so what a key costs beyond its own bytes decides how much
 //! fits. Each entry is one heap allocation — a [`Slot`] holding version, expiry, namespace, key
-//! and value — kept in a hash set addressed by the key's bytes: about 80 bytes per key beyond
+//! and value — kept in hash sets addressed by the key's bytes ([`SHARDS`] of them, so that growing
+//! never moves every entry at once): about 80 bytes per key beyond
 //! the namespace, key and value themselves (the slot's header, the allocator's rounding, the
 //! set's pointer at its load factor), where a `BTreeMap<CacheKey, Entry>` with separately
 //! allocated namespace, key and value cost about 270 (1M keys of 100-byte values: 196 against
