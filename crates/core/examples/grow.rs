@@ -27,6 +27,9 @@ fn main() {
             slowest.truncate(8);
         }
     }
+    let encode = Instant::now();
+    let bytes = state.to_bytes();
+    println!("snapshot encoding: {} bytes in {:.2?}", bytes.len(), encode.elapsed());
     slowest.sort_unstable_by(|a, b| b.cmp(a));
     println!("{n} applies in {:.2?}; the slowest:", start.elapsed());
     for (took, i) in slowest.iter().take(8) {

@@ -23,6 +23,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use xxhash_rust::xxh3::xxh3_64;
+
 use crate::key::CacheKey;
 use crate::state::Entry;
 
@@ -319,11 +321,15 @@ impl Entries {
         self.slots.iter().map(EntryRef)
     }
 
-    /// Every entry, in key order.
-    pub(crate) fn sorted(&self) -> Vec<EntryRef<'_>> {
-        let mut slots: Vec<&Slot> = self.slots.iter().collect();
-        slots.sort_unstable_by(|a, b| a.cmp_key(b));
-        slots.into_iter().map(EntryRef).collect()
+    /// Every entry, in the order a snapshot lists them: by a fixed hash of the lookup key, ties
+    /// (64-bit collisions) in key order. Every process computes the same order, so replicas
+    /// holding the same entries encode the same bytes. The sort compares integers in the vector
+    /// rather than keys behind pointers: a 1M-key encode took 3.2–4.1 s in key order, mostly
+    /// sorting, and takes 0.7 s in this one (`examples/grow.rs`).
+    pub(crate) fn in_snapshot_order(&self) -> Vec<EntryRef<'_>> {
+        let mut slots: Vec<(u64, &Slot)> = self.slots.iter().map(|s| (xxh3_64(s.lookup_key()), s)).collect();
+        slots.sort_unstable_by(|(ha, a), (hb, b)| ha.cmp(hb).then_with(|| a.cmp_key(b)));
+        slots.into_iter().map(|(_, s)| EntryRef(s)).collect()
     }
 }
 
@@ -349,13 +355,13 @@ impl EntryRef<'_> {
     }
 }
 
-/// Serializes exactly as a `BTreeMap<CacheKey, Entry>` does (a map in key order, each key as
-/// `CacheKey` and each value as `Entry`), so the snapshot layout is unchanged.
+/// Serializes as a map from `CacheKey` to `Entry`, the layout a `BTreeMap<CacheKey, Entry>` had,
+/// in [`Entries::in_snapshot_order`]. Decoding takes the entries in any order.
 impl Serialize for Entries {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let sorted = self.sorted();
-        let mut map = serializer.serialize_map(Some(sorted.len()))?;
-        for e in sorted {
+        let ordered = self.in_snapshot_order();
+        let mut map = serializer.serialize_map(Some(ordered.len()))?;
+        for e in ordered {
             map.serialize_entry(
                 &KeyView { ns: e.ns(), key: e.key() },
                 &EntryView { value: e.value(), version: e.version(), expires_at_ms: e.expires_at_ms() },
@@ -497,16 +503,25 @@ mod tests {
     }
 
     #[test]
-    fn sorted_follows_cache_key_order() {
-        let mut e = Entries::default();
-        let keys = [key("b", "a"), key("a", "zz"), key("a", "b"), key("ab", "a")];
+    fn every_process_lists_the_same_entries_in_the_same_order() {
+        let keys: Vec<CacheKey> = (0..500).map(|i| key(if i % 3 == 0 { "a" } else { "b" }, &format!("k{i}"))).collect();
+        // Two sets with their own random hashers, filled in opposite orders.
+        let (mut one, mut two) = (Entries::default(), Entries::default());
         for (i, k) in keys.iter().enumerate() {
-            e.insert(k, b"v", i as u64 + 1, None);
+            one.insert(k, b"v", i as u64 + 1, None);
         }
-        let got: Vec<(String, Vec<u8>)> = e.sorted().iter().map(|r| (r.ns().to_owned(), r.key().to_vec())).collect();
-        let mut want: Vec<CacheKey> = keys.to_vec();
-        want.sort();
-        let want: Vec<(String, Vec<u8>)> = want.iter().map(|k| (k.ns.as_str().to_owned(), k.key.to_vec())).collect();
-        assert_eq!(got, want);
+        for (i, k) in keys.iter().enumerate().rev() {
+            two.insert(k, b"v", i as u64 + 1, None);
+        }
+        let names = |e: &Entries| -> Vec<(String, Vec<u8>)> {
+            e.in_snapshot_order().iter().map(|r| (r.ns().to_owned(), r.key().to_vec())).collect()
+        };
+        assert_eq!(names(&one), names(&two));
+        assert_eq!(names(&one).len(), keys.len());
+        let config = bincode::config::standard();
+        assert_eq!(
+            bincode::serde::encode_to_vec(&one, config).unwrap(),
+            bincode::serde::encode_to_vec(&two, config).unwrap()
+        );
     }
 }
