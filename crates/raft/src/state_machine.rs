@@ -423,12 +423,18 @@ mod tests {
             d.state.digest()
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let snap = rt.block_on(sm.build_snapshot()).unwrap();
-        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2_000));
-        let built = CacheState::from_bytes(snap.snapshot.get_ref()).unwrap();
-        assert_eq!((built.len(), built.digest()), (2_000, digest));
-        let (meta, stored) = read_snapshot_file(&sm.snap_path).unwrap().expect("a file");
-        assert_eq!((meta, &stored), (snap.meta, snap.snapshot.get_ref()));
+        let mut built_bytes = Vec::new();
+        for fork in [true, false] {
+            sm = sm.fork_snapshots(fork);
+            let snap = rt.block_on(sm.build_snapshot()).unwrap();
+            assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2_000));
+            let built = CacheState::from_bytes(snap.snapshot.get_ref()).unwrap();
+            assert_eq!((built.len(), built.digest()), (2_000, digest), "fork: {fork}");
+            let (meta, stored) = read_snapshot_file(&sm.snap_path).unwrap().expect("a file");
+            assert_eq!((meta, &stored), (snap.meta, snap.snapshot.get_ref()));
+            built_bytes.push(stored);
+        }
+        assert_eq!(built_bytes[0], built_bytes[1], "the child and this process encode the same bytes");
     }
 
     #[test]
