@@ -74,8 +74,8 @@ pub struct ServeArgs {
     pub no_wal_preallocate: bool,
     /// Encode snapshots in the node's own process, holding the group's state lock, instead of in
     /// a forked child that sees a copy-on-write image of the state. The group stops applying for
-    /// the whole encode (~100 ms per 40 MB of state on a 2-core machine); for systems where
-    /// forking a large process is unwanted (strict memory overcommit).
+    /// the whole encode (140–850 ms for states of 6–17 MB under write load on 2 cores); for
+    /// systems where forking a large process is unwanted (strict memory overcommit).
     #[arg(long)]
     pub snapshot_in_process: bool,
     /// Raft heartbeat interval (ms).
