@@ -10,14 +10,22 @@
 //!
 //! A batch never holds two writes of the same key (each write of a key gets a version of its
 //! own, later than the one before), nor an internal command (`Expire`, `Noop`), which goes alone.
+//! So a hot key needs an entry per write of it. Writes held back that way do not wait for one of
+//! the [`MAX_IN_FLIGHT`] slots behind entries they cannot share: they go at once, in up to
+//! [`MAX_HELD_BACK_IN_FLIGHT`] more entries. That halved the p99 of Zipf(0.99) writes (3 nodes,
+//! 3 groups, 64 clients, 10,000 keys: 48–61 ms before, 24–29 ms after, with writes/s up ~9%) and
+//! left uniform writes, which rarely share a key within an entry, as they were (within noise).
+//!
+//! Entries are handed to openraft in the order they are gathered, before the next is gathered,
+//! so writes of one key reach the log in the order they arrived.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use raftcache_core::{BatchItem, CacheKey, Command, Request, Response};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::group::WriteError;
 use crate::types::Raft;
@@ -27,6 +35,10 @@ use crate::types::Raft;
 /// 64 clients, writes/s uniform / Zipf(0.99) keys: 2 in flight 7,923 / 4,246; 3: 7,730 / 5,839;
 /// 4: 7,050 / 6,258.
 pub const MAX_IN_FLIGHT: usize = 3;
+/// Entries of held-back writes (a key already in the entry just proposed) in flight beside
+/// those, at most. Zipf(0.99) writes, same shape as above, p99 / p99.9 ms: none 48–61 / 69–155;
+/// 4: 24–29 / 52–73; 8: 27 / 50–53 (within the noise of 4).
+pub const MAX_HELD_BACK_IN_FLIGHT: usize = 4;
 /// Writes in one batch entry, at most.
 pub const MAX_BATCH_WRITES: usize = 1024;
 /// Key and value bytes in one batch entry, at most (a single larger write goes alone).
@@ -78,6 +90,7 @@ fn batch_key(cmd: &Command) -> Option<&CacheKey> {
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let held_back = Arc::new(Semaphore::new(MAX_HELD_BACK_IN_FLIGHT));
     let hasher = RandomState::new();
     // Writes taken from the channel and not proposed yet, in arrival order.
     let mut waiting: VecDeque<Pending> = VecDeque::new();
@@ -94,12 +107,14 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             let Ok(p) = rx.try_recv() else { break };
             waiting.push_back(p);
         }
-        let batch = gather(&mut waiting, &hasher);
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            commit(&raft, batch).await;
-            drop(slot);
-        });
+        propose(&raft, gather(&mut waiting, &hasher), slot).await;
+        // What is still waiting was held back by a key already in that entry (a hot key) or by
+        // its size. It would otherwise wait for a slot behind entries it cannot share, so it
+        // goes now, while the few extra slots last; writes of other keys still wait and batch.
+        while !waiting.is_empty() {
+            let Ok(slot) = held_back.clone().try_acquire_owned() else { break };
+            propose(&raft, gather(&mut waiting, &hasher), slot).await;
+        }
     }
 }
 
@@ -141,19 +156,45 @@ fn gather(waiting: &mut VecDeque<Pending>, hasher: &RandomState) -> Vec<Pending>
     batch
 }
 
-/// Proposes `batch` as one entry and answers each writer.
-async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
+/// Hands `batch` to openraft as one entry before returning, so entries reach the log in the
+/// order they were gathered (and writes of one key in the order they arrived); a task then
+/// answers each writer once the entry applies, and frees `slot`.
+async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
+    let take = |p: &mut Pending| std::mem::replace(&mut p.req.cmd, Command::Noop);
+    let req = match batch.as_mut_slice() {
+        [] => return,
+        [one] => Request { now_ms: one.req.now_ms, client: one.req.client, cmd: take(one) },
+        many => Request {
+            now_ms: many.iter().map(|p| p.req.now_ms).max().unwrap_or(0),
+            client: None,
+            cmd: Command::Batch(many.iter_mut().map(|p| BatchItem { client: p.req.client, cmd: take(p) }).collect()),
+        },
+    };
+    let submitted = raft.client_write_ff(req).await;
+    tokio::spawn(async move {
+        let result = match submitted {
+            Ok(rx) => match rx.await {
+                Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(WriteError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+                }
+                Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+                Err(_) => Err(WriteError::Unavailable("the group stopped before the write was decided".into())),
+            },
+            Err(fatal) => Err(WriteError::Unavailable(fatal.to_string())),
+        };
+        answer(batch, result);
+        drop(slot);
+    });
+}
+
+/// Answers the writers of one entry with what it applied as.
+fn answer(mut batch: Vec<Pending>, result: WriteResult) {
     if batch.len() == 1 {
-        let p = batch.pop().expect("one write");
-        let _ = p.done.send(propose(raft, p.req).await);
+        let _ = batch.pop().expect("one write").done.send(result);
         return;
     }
-    let now_ms = batch.iter().map(|p| p.req.now_ms).max().unwrap_or(0);
-    let items = batch
-        .iter_mut()
-        .map(|p| BatchItem { client: p.req.client, cmd: std::mem::replace(&mut p.req.cmd, Command::Noop) })
-        .collect();
-    match propose(raft, Request { now_ms, client: None, cmd: Command::Batch(items) }).await {
+    match result {
         Ok((Response::Batch(responses), index)) if responses.len() == batch.len() => {
             for (p, r) in batch.into_iter().zip(responses) {
                 let _ = p.done.send(Ok((r, index)));
@@ -172,16 +213,6 @@ async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
                 let _ = p.done.send(Err(e.clone()));
             }
         }
-    }
-}
-
-async fn propose(raft: &Raft, req: Request) -> WriteResult {
-    match raft.client_write(req).await {
-        Ok(r) => Ok((r.data, r.log_id.index)),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(WriteError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
-        }
-        Err(e) => Err(WriteError::Unavailable(e.to_string())),
     }
 }
 
@@ -251,6 +282,62 @@ mod tests {
         assert_eq!(names(&gather(&mut waiting, &hasher)), ["a:1", "c:1"]);
         assert_eq!(names(&gather(&mut waiting, &hasher)), ["Noop"]);
         assert!(gather(&mut waiting, &hasher).is_empty());
+    }
+
+    /// Writes of one key queued together each need an entry of their own, and those entries go
+    /// out beside each other (`MAX_IN_FLIGHT` plus the held-back ones); they must still reach the
+    /// log in the order they were queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_of_one_key_apply_in_the_order_they_were_queued() {
+        use std::collections::BTreeMap;
+        use std::time::{Duration, Instant};
+
+        use raftcache_core::StateConfig;
+
+        use crate::{Durability, Group, NodeInfo, PeerChannels, RaftTuning, Wal, WalOptions};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path().join("db")).open().expect("sled");
+        let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("wal");
+        let tuning = RaftTuning::default();
+        let group = Group::open(
+            1,
+            1,
+            &db,
+            &dir.path().join("snapshots"),
+            wal,
+            PeerChannels::default(),
+            &tuning,
+            StateConfig::default(),
+            Durability::Fsync,
+        )
+        .await
+        .expect("open the group");
+        group.initialize(BTreeMap::from([(1, NodeInfo { addr: "127.0.0.1:1".into() })])).await.expect("initialize");
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !group.is_leader() {
+            assert!(Instant::now() < give_up, "a one-node group elected no leader in 20 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // join_all polls the writes in order, so they queue in that order.
+        let n = 64;
+        let writes = (0..n).map(|i| group.write(Request { now_ms: 1, client: None, cmd: set("hot", i + 1) }));
+        let indexes: Vec<u64> = futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.unwrap_or_else(|e| panic!("write {i}: {e}")).1)
+            .collect();
+        for (i, pair) in indexes.windows(2).enumerate() {
+            assert!(
+                pair[0] < pair[1],
+                "write {i} applied at {} but write {} at {}: {indexes:?}",
+                pair[0],
+                i + 1,
+                pair[1]
+            );
+        }
     }
 
     #[test]
