@@ -9,12 +9,18 @@
 //! - A follower that missed several values near the 8 MiB limit (t60, flaky): openraft batches
 //!   appends by entry count only, so every catch-up AppendEntries exceeded the 64 MiB message
 //!   limit and failed; the follower never caught up and its elections stalled the group.
+//! - A value that takes longer to ship than a heartbeat interval (t60, flaky on a slow machine):
+//!   openraft 0.9 gives every AppendEntries 50 ms and then sends the same entries again, so an
+//!   8 MiB append over a slower link never completed, and each copy queued on the peer stream
+//!   delayed every group's heartbeats until they all lost their leaders.
 
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use raftcache_proto::cache::Consistency as Pb;
 use raftcache_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
 
 fn small_cluster() -> ClusterOptions {
@@ -140,5 +146,69 @@ async fn t90_a_follower_behind_by_many_large_values_catches_up() {
         (VALUE, 9, follower),
         "the caught-up follower serves the last value"
     );
+    assert_no_panics(&c);
+}
+
+/// Bytes per second a throttled link carries: an 8 MiB append takes ~130 ms to cross it, longer
+/// than openraft's 50 ms per append, shorter than an election timeout (150-300 ms).
+const LINK_RATE: u64 = 64 * 1024 * 1024;
+
+/// Copies `from` to `to` at no more than [`LINK_RATE`].
+async fn throttled_copy(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+    let start = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        sent += n as u64;
+        tokio::time::sleep_until(start + Duration::from_micros(sent * 1_000_000 / LINK_RATE)).await;
+    }
+}
+
+/// A proxy in front of `target` that carries both directions at [`LINK_RATE`]; its address.
+async fn throttled_link(target: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the link");
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = TcpStream::connect(&target).await else { return };
+                let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                let ((ir, iw), (or, ow)) = (inbound.into_split(), outbound.into_split());
+                tokio::join!(throttled_copy(ir, ow), throttled_copy(or, iw));
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t90_a_value_slower_to_ship_than_a_heartbeat_interval_still_replicates() {
+    const VALUE: usize = 8 * 1024 * 1024;
+    let c = Cluster::prepare(small_cluster()).expect("prepare the cluster");
+    for from in c.ids() {
+        let mut peers = Vec::new();
+        for to in c.ids().into_iter().filter(|to| *to != from) {
+            peers.push(format!("{to}={}", throttled_link(c.addr(to)).await));
+        }
+        c.set_node_args(from, vec!["--peer-addr".into(), peers.join(",")]);
+    }
+    c.launch().await.unwrap_or_else(|e| panic!("cluster did not start: {e:#}\n{}", c.log_tails(20)));
+    let client =
+        c.client_with(ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() }).await.unwrap();
+
+    for i in 0..3u8 {
+        client.set("t90", b"large", vec![i; VALUE]).await.unwrap_or_else(|e| panic!("set {i} of t90/large: {e}"));
+    }
+    // Every replica stores it: before, the followers never did, and the groups kept electing.
+    c.wait_converged(&c.data_groups(), Duration::from_secs(60)).await.unwrap();
+    c.wait_ready(Duration::from_secs(30)).await.unwrap();
+    for id in c.ids() {
+        let r = raw_get(&c.addr(id), "t90", "large", read_opts(Pb::Eventual, 0, 60_000)).await.unwrap();
+        assert_eq!((r.value.len(), r.value[0]), (VALUE, 2), "node {id} serves the last value");
+    }
     assert_no_panics(&c);
 }

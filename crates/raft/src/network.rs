@@ -34,6 +34,38 @@ pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 /// fail forever, leaving the follower behind and electing in vain.
 pub const MAX_APPEND_PAYLOAD: usize = 16 * 1024 * 1024;
 
+/// Payload bytes from which an append keeps running after openraft gives up on it. openraft
+/// 0.9 bounds every AppendEntries by the heartbeat interval (50 ms) and sends the same entries
+/// again when that expires. An append of a multi-megabyte value can need longer than that to
+/// cross the link and be stored (debug builds on a busy machine; 8 MiB on a 1 Gbit/s link
+/// alone takes 67 ms), so every attempt expired, each queued another copy on the peer's
+/// stream ahead of every group's heartbeats, and the follower never caught up while the
+/// other groups on that stream lost their leaders. Such an append now runs to completion in a
+/// task of its own, and openraft's next attempt at the same entries waits for it instead of
+/// sending them again.
+pub const DETACHED_APPEND_BYTES: usize = 1024 * 1024;
+
+fn payload_bytes(entries: &[Entry<TypeConfig>]) -> usize {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Normal(req) => req.cmd.approx_bytes(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// An append of at least [`DETACHED_APPEND_BYTES`], running in its own task.
+struct DetachedAppend {
+    /// The leader's vote, the entry before the first sent, and the last sent.
+    vote: openraft::Vote<u64>,
+    prev: Option<LogId<u64>>,
+    last: Option<LogId<u64>>,
+    task: tokio::task::JoinHandle<AppendResult>,
+}
+
+type AppendResult = Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>>;
+
 /// Keeps the longest prefix of `entries` (at least one) whose payload fits in `limit` bytes;
 /// the log id of the last kept entry if any were cut.
 fn cut_to_size(entries: &mut Vec<Entry<TypeConfig>>, limit: usize) -> Option<LogId<u64>> {
@@ -219,6 +251,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             node_id: self.node_id,
             clock: self.clock.clone(),
             voters: self.voters.clone(),
+            detached: None,
         }
     }
 }
@@ -233,6 +266,8 @@ pub struct GroupNetwork {
     node_id: u64,
     clock: Arc<QuorumClock>,
     voters: Arc<VoterSet>,
+    /// The large append still running, if any (see [`DETACHED_APPEND_BYTES`]).
+    detached: Option<DetachedAppend>,
 }
 
 enum Rpc {
@@ -329,12 +364,54 @@ impl GroupNetwork {
     }
 }
 
-impl RaftNetwork<TypeConfig> for GroupNetwork {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+impl GroupNetwork {
+    /// The same connection, for a task of its own.
+    fn detached_copy(&self) -> Self {
+        Self {
+            group: self.group,
+            target: self.target,
+            addr: self.addr.clone(),
+            client: self.client.clone(),
+            peers: self.peers.clone(),
+            node_id: self.node_id,
+            clock: self.clock.clone(),
+            voters: self.voters.clone(),
+            detached: None,
+        }
+    }
+
+    /// Sends a large append in a task of its own, or joins the one already running that started
+    /// at the same entry under the same vote and sent no more than asked for now. A join that
+    /// sent fewer entries than asked answers `PartialSuccess` up to the last it sent.
+    async fn append_detached(&mut self, rpc: AppendEntriesRequest<TypeConfig>) -> AppendResult {
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let joins = self
+            .detached
+            .as_ref()
+            .is_some_and(|d| d.vote == rpc.vote && d.prev == rpc.prev_log_id && d.last <= last && d.last.is_some());
+        if !joins {
+            if let Some(old) = self.detached.take() {
+                old.task.abort();
+            }
+            let mut net = self.detached_copy();
+            let (vote, prev) = (rpc.vote, rpc.prev_log_id);
+            let task = tokio::spawn(async move { net.send_append(rpc).await });
+            self.detached = Some(DetachedAppend { vote, prev, last, task });
+        }
+        let d = self.detached.as_mut().expect("a detached append");
+        // openraft may drop this future at its timeout; the task runs on, and the next attempt
+        // at these entries joins it.
+        let res = (&mut d.task).await;
+        let sent = d.last;
+        self.detached = None;
+        match res {
+            Ok(Ok(AppendEntriesResponse::Success)) if sent < last => Ok(AppendEntriesResponse::PartialSuccess(sent)),
+            Ok(res) => res,
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    async fn send_append(&mut self, rpc: AppendEntriesRequest<TypeConfig>) -> AppendResult {
         let mut rpc = rpc;
         let cut = cut_to_size(&mut rpc.entries, MAX_APPEND_PAYLOAD);
         let term = rpc.vote.leader_id().term;
@@ -353,6 +430,19 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             (Ok(AppendEntriesResponse::Success), Some(last)) => Ok(AppendEntriesResponse::PartialSuccess(Some(last))),
             (res, _) => res,
         }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        if payload_bytes(&rpc.entries) >= DETACHED_APPEND_BYTES {
+            return self.append_detached(rpc).await;
+        }
+        self.send_append(rpc).await
     }
 
     async fn install_snapshot(
