@@ -45,14 +45,12 @@ pub const MAX_APPEND_PAYLOAD: usize = 16 * 1024 * 1024;
 /// sending them again.
 pub const DETACHED_APPEND_BYTES: usize = 1024 * 1024;
 
-fn payload_bytes(entries: &[Entry<TypeConfig>]) -> usize {
-    entries
-        .iter()
-        .map(|e| match &e.payload {
-            EntryPayload::Normal(req) => req.cmd.approx_bytes(),
-            _ => 0,
-        })
-        .sum()
+/// Key and value bytes an entry carries (membership and blank entries count as none).
+fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(req) => req.cmd.approx_bytes(),
+        _ => 0,
+    }
 }
 
 /// An append of at least [`DETACHED_APPEND_BYTES`], running in its own task.
@@ -73,10 +71,7 @@ fn cut_to_size(entries: &mut Vec<Entry<TypeConfig>>, limit: usize) -> Option<Log
     let keep = entries
         .iter()
         .position(|e| {
-            total += match &e.payload {
-                EntryPayload::Normal(req) => req.cmd.approx_bytes(),
-                _ => 0,
-            };
+            total += entry_bytes(e);
             total > limit
         })
         .map_or(entries.len(), |first_over| first_over.max(1));
@@ -439,7 +434,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        if payload_bytes(&rpc.entries) >= DETACHED_APPEND_BYTES {
+        if rpc.entries.iter().map(entry_bytes).sum::<usize>() >= DETACHED_APPEND_BYTES {
             return self.append_detached(rpc).await;
         }
         self.send_append(rpc).await
