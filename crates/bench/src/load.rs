@@ -15,7 +15,8 @@ use clap::Args;
 use rand::SeedableRng;
 
 use crate::adapter::{Adapter, Level, System};
-use crate::record::{latency_histogram, Labels, Record};
+use crate::record::{latency_histogram, CpuTimes, Labels, Record};
+use crate::timeline::{self, Sample};
 use crate::workload::{key_name, Generator, KeyDist, Mix, Op};
 
 /// Largest value the bench sends (raftcache's default limit).
@@ -97,6 +98,8 @@ pub struct Outcome {
     pub misses: u64,
     /// The first error an operation returned, if any.
     pub first_error: Option<String>,
+    /// Every operation that completed in the window, when asked for (see [`measure_timed`]).
+    pub samples: Vec<Sample>,
 }
 
 /// `raftcache-bench load`.
@@ -139,6 +142,13 @@ pub struct LoadArgs {
     /// Append the record as one JSON line to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write throughput, errors and p50/p99/max latency per interval of the measured window to
+    /// this CSV file, and draw them against time into an SVG beside it (same name, `.svg`).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// The timeline's interval.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub timeline_interval: Duration,
 }
 
 /// `raftcache-bench load`: one measurement against a running system.
@@ -155,13 +165,23 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<()> {
         warmup: a.warmup,
     };
     spec.validate()?;
+    if a.timeline_interval.is_zero() {
+        bail!("--timeline-interval must be more than 0");
+    }
     let endpoints = if a.endpoints.is_empty() { a.system.default_endpoints() } else { a.endpoints };
     let adapters = connect(&spec, &endpoints).await?;
     if spec.workload.reads() && !a.no_preload {
         preload(&adapters, spec.key_space, spec.value_bytes, spec.clients).await?;
     }
-    let out = measure(&spec, &adapters).await?;
+    let out = measure_timed(&spec, &adapters, a.timeline.is_some()).await?;
     report_outcome(&out);
+    if let Some(csv) = &a.timeline {
+        let rows = timeline::rows(&out.samples, a.timeline_interval, spec.duration);
+        timeline::write_csv(csv, &rows)?;
+        let svg = timeline::svg_path(csv);
+        timeline::draw(&svg, &format!("{} over time ({} s window)", spec.title(), spec.duration.as_secs_f64()), &rows)?;
+        eprintln!("timeline: {} and {}", csv.display(), svg.display());
+    }
     if let Some(path) = &a.json {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -271,23 +291,33 @@ struct Shared {
     errors: AtomicU64,
     misses: AtomicU64,
     first_error: OnceLock<String>,
+    /// When the measured window began.
+    window_start: OnceLock<Instant>,
 }
 
 /// Runs `spec` on connections from [`connect`] and returns its record.
 pub async fn measure(spec: &Spec, adapters: &[Adapter]) -> anyhow::Result<Outcome> {
+    measure_timed(spec, adapters, false).await
+}
+
+/// [`measure`], and with `timeline` also a [`Sample`] of every operation completed in the window.
+pub async fn measure_timed(spec: &Spec, adapters: &[Adapter], timeline: bool) -> anyhow::Result<Outcome> {
     spec.validate()?;
     anyhow::ensure!(!adapters.is_empty(), "no connections to measure with");
     let gen = Arc::new(Generator::new(spec.workload, spec.keys, spec.key_space)?);
     let value = Bytes::from(vec![b'v'; spec.value_bytes]);
     let shared = Arc::new(Shared::default());
     let merged = Arc::new(Mutex::new(latency_histogram()));
+    let all_samples = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..spec.clients)
         .map(|i| {
             let mut ad = adapters[i % adapters.len()].clone();
             let (gen, shared, merged, value) = (gen.clone(), shared.clone(), merged.clone(), value.clone());
+            let all_samples = all_samples.clone();
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
                 let mut local = latency_histogram();
+                let mut samples = Vec::new();
                 while !shared.stop.load(Ordering::Relaxed) {
                     let op = gen.next(&mut rng);
                     let t = Instant::now();
@@ -299,9 +329,14 @@ pub async fn measure(spec: &Spec, adapters: &[Adapter]) -> anyhow::Result<Outcom
                     if !shared.measuring.load(Ordering::Relaxed) {
                         continue;
                     }
+                    let latency_us = t.elapsed().as_micros() as u64;
+                    if let (true, Some(start)) = (timeline, shared.window_start.get()) {
+                        let at_us = start.elapsed().as_micros() as u64;
+                        samples.push(Sample { at_us, latency_us, ok: res.is_ok() });
+                    }
                     match res {
                         Ok(found) => {
-                            local.saturating_record(t.elapsed().as_micros() as u64);
+                            local.saturating_record(latency_us);
                             shared.ok.fetch_add(1, Ordering::Relaxed);
                             if !found {
                                 shared.misses.fetch_add(1, Ordering::Relaxed);
@@ -313,35 +348,38 @@ pub async fn measure(spec: &Spec, adapters: &[Adapter]) -> anyhow::Result<Outcom
                         }
                     }
                 }
-                // The lock is only taken once per task, after its loop.
+                // The locks are only taken once per task, after its loop.
                 merged.lock().expect("histogram lock").add(&local).expect("same bounds");
+                all_samples.lock().expect("samples lock").append(&mut samples);
             })
         })
         .collect();
     let title = spec.title();
     progress(&title, "warm-up", spec.warmup, &shared).await;
-    shared.measuring.store(true, Ordering::Relaxed);
+    let cpu_before = CpuTimes::now();
     let start = Instant::now();
+    let _ = shared.window_start.set(start);
+    shared.measuring.store(true, Ordering::Relaxed);
     progress(&title, "measure", spec.duration, &shared).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let cpu = cpu_before.zip(CpuTimes::now()).map(|(a, b)| b.since(&a));
     shared.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.context("a client task panicked")?;
     }
     eprintln!();
     let h = merged.lock().expect("histogram lock");
-    let record = Record::new(
-        &spec.labels(),
-        shared.ok.load(Ordering::Relaxed),
-        shared.errors.load(Ordering::Relaxed),
-        elapsed,
-        &h,
-    );
+    let samples = std::mem::take(&mut *all_samples.lock().expect("samples lock"));
+    let ok = shared.ok.load(Ordering::Relaxed);
+    let mut record = Record::new(&spec.labels(), ok, shared.errors.load(Ordering::Relaxed), elapsed, &h);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    record.cpu_us_per_op = cpu.and_then(|c| c.per_op(cpus, elapsed, ok));
     Ok(Outcome {
         record,
         misses: if spec.workload == Mix::Write { 0 } else { shared.misses.load(Ordering::Relaxed) },
         first_error: shared.first_error.get().cloned(),
+        samples,
     })
 }
 

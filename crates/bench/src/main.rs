@@ -1,7 +1,8 @@
 //! `raftcache-bench`: one load generator for raftcache and its peers (etcd, Redis).
 //!
 //! - `load` drives a running system with one workload and prints ops/s and latency percentiles
-//!   (HDR histograms), with a live progress line; `--json FILE` appends the record.
+//!   (HDR histograms), with a live progress line; `--json FILE` appends the record, and
+//!   `--timeline FILE.csv` writes throughput and latency per 100 ms, with an SVG plot beside it.
 //! - `suite` runs the same workloads against each running system and writes `summary.json`
 //!   (one record per measurement), `summary.md` (ratio tables) and `summary.svg`;
 //!   scripts/bench.sh starts the systems and calls it.
@@ -25,6 +26,7 @@ mod report;
 mod scale;
 mod smoke;
 mod suite;
+mod timeline;
 mod workload;
 
 use std::path::PathBuf;

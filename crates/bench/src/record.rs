@@ -43,6 +43,11 @@ pub struct Record {
     pub p999_us: u64,
     /// Failed operations in the window.
     pub errors: u64,
+    /// Busy CPU time of the whole machine (every process, the load generator included) per
+    /// successful operation over the window, µs: what an operation costs, where ops/s only says
+    /// how many fit. `None` where `/proc/stat` cannot be read, or in records from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_op: Option<f64>,
 }
 
 /// What was measured, before the numbers are in.
@@ -78,13 +83,15 @@ impl Record {
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             errors,
+            cpu_us_per_op: None,
         }
     }
 
     /// A one-line human summary.
     pub fn line(&self) -> String {
+        let cpu = self.cpu_us_per_op.map_or(String::new(), |c| format!("  cpu {c:.0} µs/op"));
         format!(
-            "{:<9} {:<6} {:<12} {:<7} c={:<4} {:>9.0} ops/s  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  errors {}",
+            "{:<9} {:<6} {:<12} {:<7} c={:<4} {:>9.0} ops/s  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  errors {}{cpu}",
             self.system,
             self.workload,
             self.consistency,
@@ -96,6 +103,44 @@ impl Record {
             self.p999_us,
             self.errors
         )
+    }
+}
+
+/// Busy and total ticks of all CPUs, from the first line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// user + nice + system + irq + softirq.
+    pub busy: u64,
+    /// Every field: the above, idle, iowait, and time stolen by the hypervisor.
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// The machine's counters now; `None` without a readable `/proc/stat`.
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().ok()).collect::<Option<_>>()?;
+        // guest and guest_nice (f[8], f[9]) are already counted in user and nice.
+        let (busy, total) = (f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?, f.iter().take(8).sum());
+        Some(Self { busy, total })
+    }
+
+    /// The ticks between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self { busy: self.busy.saturating_sub(earlier.busy), total: self.total.saturating_sub(earlier.total) }
+    }
+
+    /// As a difference over `elapsed` on `cpus` CPUs: busy CPU µs per one of `ops` operations.
+    pub fn per_op(&self, cpus: usize, elapsed: Duration, ops: u64) -> Option<f64> {
+        if ops == 0 || self.total == 0 {
+            return None;
+        }
+        let busy_cpu_us = self.busy as f64 / self.total as f64 * cpus as f64 * elapsed.as_secs_f64() * 1e6;
+        Some(busy_cpu_us / ops as f64)
     }
 }
 
@@ -146,6 +191,7 @@ pub(crate) fn test_record(
         p99_us: p99,
         p999_us: p99 * 2,
         errors: 0,
+        cpu_us_per_op: None,
     }
 }
 
@@ -180,7 +226,9 @@ mod tests {
 
     #[test]
     fn json_has_exactly_the_summary_fields() {
-        let r = Record::new(&labels(), 0, 0, Duration::ZERO, &latency_histogram());
+        let mut r = Record::new(&labels(), 0, 0, Duration::ZERO, &latency_histogram());
+        assert!(!serde_json::to_string(&r).unwrap().contains("cpu_us_per_op"), "left out when unknown");
+        r.cpu_us_per_op = Some(12.5);
         let v = serde_json::to_value(&r).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|s| s.as_str()).collect();
         keys.sort();
@@ -189,6 +237,7 @@ mod tests {
             [
                 "clients",
                 "consistency",
+                "cpu_us_per_op",
                 "errors",
                 "keys",
                 "ops_per_sec",
@@ -202,6 +251,24 @@ mod tests {
         );
         assert_eq!(v["system"], "raftcache");
         assert_eq!(v["clients"], 16);
+        assert_eq!(v["cpu_us_per_op"], 12.5);
+        // Records written before the field existed still load.
+        let old = r#"{"system":"etcd","workload":"write","consistency":"n/a","keys":"uniform","clients":1,
+            "value_bytes":256,"ops_per_sec":1.0,"p50_us":1,"p99_us":1,"p999_us":1,"errors":0}"#;
+        assert_eq!(serde_json::from_str::<Record>(old).unwrap().cpu_us_per_op, None);
+    }
+
+    #[test]
+    fn busy_cpu_comes_from_the_change_in_proc_stat() {
+        // user nice system idle iowait irq softirq steal: busy is user+nice+system+irq+softirq.
+        let a = CpuTimes::parse("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n").unwrap();
+        let b = CpuTimes::parse("cpu  160 0 80 850 20 0 15 75 0 0\n").unwrap();
+        assert_eq!(a, CpuTimes { busy: 155, total: 1000 });
+        // 100 of 200 ticks busy, 2 CPUs, 3 s: 3 CPU-seconds over 1,000 operations = 3,000 µs each.
+        let per_op = b.since(&a).per_op(2, Duration::from_secs(3), 1000).unwrap();
+        assert!((per_op - 3000.0).abs() < 1e-9, "{per_op}");
+        assert_eq!(b.since(&a).per_op(2, Duration::from_secs(3), 0), None);
+        assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
     }
 
     #[test]

@@ -137,14 +137,20 @@ pub fn markdown(runs: &[Record]) -> String {
     s.push_str("\n## Goals (issue 4)\n\n");
     s.push_str(&goals(runs));
     s.push_str("\n## Every run\n\n");
-    s.push_str("| system | workload | consistency | keys | clients | value bytes | ops/s | p50 ms | p99 ms | p99.9 ms | errors |\n");
-    s.push_str("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str(
+        "Machine CPU per op: busy CPU time of the whole machine (every process, the load generator \
+         included) over the window, per successful operation.\n\n",
+    );
+    s.push_str(
+        "| system | workload | consistency | keys | clients | value bytes | ops/s | p50 ms | p99 ms | p99.9 ms | errors | machine CPU µs/op |\n",
+    );
+    s.push_str("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut all = sorted(runs.iter());
     all.sort_by_key(|r| rank_system(&r.system));
     for r in all {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
             r.system,
             r.workload,
             r.consistency,
@@ -155,7 +161,8 @@ pub fn markdown(runs: &[Record]) -> String {
             ms(r.p50_us),
             ms(r.p99_us),
             ms(r.p999_us),
-            r.errors
+            r.errors,
+            r.cpu_us_per_op.map_or("—".into(), |c| format!("{c:.0}"))
         );
     }
     s
@@ -218,8 +225,12 @@ mod tests {
 
     #[test]
     fn markdown_lists_every_run() {
-        let runs = vec![rec("redis", "read", "n/a", 1, 100.0, 10), rec("raftcache", "read", "eventual", 1, 50.0, 20)];
+        let mut runs =
+            vec![rec("redis", "read", "n/a", 1, 100.0, 10), rec("raftcache", "read", "eventual", 1, 50.0, 20)];
+        runs[1].cpu_us_per_op = Some(41.4);
         let md = markdown(&runs);
+        assert!(row(&md, "| redis | read |").ends_with("| 0 | — |"), "{md}");
+        assert!(row(&md, "| raftcache | read |").ends_with("| 0 | 41 |"), "{md}");
         assert!(md.contains("values of 256 bytes."), "{md}");
         assert!(md.contains("| redis | read | n/a | uniform | 1 | 256 | 100 |"), "{md}");
         assert!(md.contains("| raftcache | read | eventual | uniform | 1 | 256 | 50 |"), "{md}");
