@@ -988,9 +988,35 @@ fn replay_segment(st: &mut State, dir: &Path, id: u64, newest: bool) -> io::Resu
 
 /// The sync thread: writes buffered records in order, syncs when someone waits (or every
 /// [`BACKGROUND_SYNC`]), then answers the waiters.
+/// A write-and-sync pass slower than this is logged (at most once a second, with how many more
+/// there were): every append of the node waits on it, and a follower that answers an append later
+/// than openraft's 50 ms heartbeat interval makes the leader send it again.
+const SLOW_PASS: Duration = Duration::from_millis(30);
+
+/// Logs a repeated event at most once a second, counting the ones it leaves out.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    left_out: u64,
+}
+
+impl Throttled {
+    /// Calls `log` with the number left out since the last call, unless one ran in the second
+    /// before `now`.
+    fn note(&mut self, now: Instant, log: impl FnOnce(u64)) {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            self.left_out += 1;
+            return;
+        }
+        log(std::mem::take(&mut self.left_out));
+        self.last = Some(now);
+    }
+}
+
 fn sync_loop(shared: &Shared) {
     let mut unsynced: Vec<(u64, Arc<File>)> = Vec::new();
     let mut last_sync = Instant::now();
+    let mut slow = Throttled::default();
     loop {
         let (chunks, waiters) = {
             let mut st = shared.lock();
@@ -1011,6 +1037,7 @@ fn sync_loop(shared: &Shared) {
         };
         let mut end = None;
         let mut res: io::Result<()> = Ok(());
+        let pass = Instant::now();
         for c in &chunks {
             if c.offset == 0 {
                 // A new segment: everything in the older ones is synced before it gets a byte,
@@ -1030,9 +1057,23 @@ fn sync_loop(shared: &Shared) {
             end = Some((c.seg, c.offset + c.bytes.len() as u64));
         }
         let must_sync = !waiters.is_empty() || last_sync.elapsed() >= BACKGROUND_SYNC;
+        let written = pass.elapsed();
         if res.is_ok() && must_sync {
             res = sync_files(&mut unsynced);
             last_sync = Instant::now();
+        }
+        if pass.elapsed() >= SLOW_PASS {
+            slow.note(Instant::now(), |more| {
+                let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+                tracing::warn!(
+                    write_ms = written.as_millis() as u64,
+                    total_ms = pass.elapsed().as_millis() as u64,
+                    bytes,
+                    synced = must_sync,
+                    more_in_the_last_second = more,
+                    "slow WAL write and sync"
+                );
+            });
         }
         let outcome = res.map_err(|e| e.to_string());
         {
@@ -1114,6 +1155,17 @@ mod tests {
         wal.append(1, indexes.map(|i| entry(1, i, value_len)), None).unwrap();
         sync(&wal);
         wal.segments()
+    }
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_a_second_with_the_count_left_out() {
+        let mut t = Throttled::default();
+        let t0 = Instant::now();
+        let mut logged = Vec::new();
+        for ms in [0, 10, 500, 999, 1000, 1001, 2500] {
+            t.note(t0 + Duration::from_millis(ms), |more| logged.push((ms, more)));
+        }
+        assert_eq!(logged, [(0, 0), (1000, 3), (2500, 1)]);
     }
 
     #[test]
