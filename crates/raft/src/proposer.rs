@@ -4,17 +4,18 @@
 //! A log entry costs the same fixed work whatever it carries: an append and a flush on every
 //! replica, a turn of openraft's core loop, a slot in an AppendEntries, an apply and a response
 //! channel. Under load that fixed work, not the bytes, bounds writes per second, so the proposer
-//! keeps at most [`MAX_IN_FLIGHT`] entries of a group uncommitted and puts whatever queued
+//! keeps at most [`MAX_IN_FLIGHT`] entry of a group uncommitted and puts whatever queued
 //! meanwhile into the next one. An idle group proposes a lone write at once, as its own entry,
 //! so batching adds no latency when there is nothing to batch with.
 //!
 //! A batch never holds two writes of the same key (each write of a key gets a version of its
 //! own, later than the one before), nor an internal command (`Expire`, `Noop`), which goes alone.
-//! So a hot key needs an entry per write of it. Writes held back that way do not wait for one of
-//! the [`MAX_IN_FLIGHT`] slots behind entries they cannot share: they go at once, in up to
-//! [`MAX_HELD_BACK_IN_FLIGHT`] more entries. That halved the p99 of Zipf(0.99) writes (3 nodes,
-//! 3 groups, 64 clients, 10,000 keys: 48–61 ms before, 24–29 ms after, with writes/s up ~9%) and
-//! left uniform writes, which rarely share a key within an entry, as they were (within noise).
+//! So a hot key needs an entry per write of it. Writes held back that way do not wait for the
+//! [`MAX_IN_FLIGHT`] slot behind entries they cannot share: they go in up to
+//! [`MAX_HELD_BACK_IN_FLIGHT`] more entries, at once or as soon as one of those is free. That
+//! halved the p99 of Zipf(0.99) writes (3 nodes, 3 groups, 64 clients, 10,000 keys: 48–61 ms
+//! before, 24–29 ms after, with writes/s up ~9%) and left uniform writes, which rarely share a
+//! key within an entry, as they were (within noise).
 //!
 //! Entries are handed to openraft in the order they are gathered, before the next is gathered,
 //! so writes of one key reach the log in the order they arrived.
@@ -30,11 +31,23 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::group::WriteError;
 use crate::types::Raft;
 
-/// Entries of one group proposed by this leader and not yet applied, at most. Fewer make bigger
-/// batches; more let a hot key, which gets one write per entry, through faster. 3 nodes, 3 groups,
-/// 64 clients, writes/s uniform / Zipf(0.99) keys: 2 in flight 7,923 / 4,246; 3: 7,730 / 5,839;
-/// 4: 7,050 / 6,258.
-pub const MAX_IN_FLIGHT: usize = 3;
+/// Entries of one group proposed by this leader and not yet applied, at most, besides those of
+/// held-back writes. Fewer make bigger batches, so less fixed work per write. 3 nodes, 3 groups,
+/// 10,000 keys, fresh cluster per run, interleaved (`raftcache-bench load --workload write`):
+/// - 1 against 3 in flight, 64 clients, uniform keys: 14,542 / 14,617 / 14,405 / 13,549 against
+///   13,038 / 12,943 / 11,535 / 12,347 writes/s; machine CPU per write 114–122 against 128–142 µs;
+///   p99 8.9–10.9 against 10.8–19.9 ms. 16 clients 4,792 / 5,444 / 5,558 against 4,350 / 4,718 /
+///   4,680 (the first two before the change below). 1 client, 1 group, 16 groups and 256
+///   clients: the same within the noise.
+/// - Zipf(0.99) keys, 64 clients: 13,215 / 13,000 / 10,308 against 11,744 / 12,922 / 12,107,
+///   p99 11.9–17.9 against 12.3–14.7 ms. (Before held-back writes could take a freed extra slot
+///   without waiting for this one, 1 in flight doubled the Zipf p99.)
+///
+/// On this CPU-bound 2-core machine the other groups' entries keep it busy while one waits; where
+/// commit latency is the network's or the disk's rather than the CPU's, more in flight would
+/// shorten a write's wait at moderate load. Earlier, at 87bf303: 2 in flight 7,923 / 4,246
+/// writes/s uniform / Zipf; 3: 7,730 / 5,839; 4: 7,050 / 6,258.
+pub const MAX_IN_FLIGHT: usize = 1;
 /// Entries of held-back writes (a key already in the entry just proposed) in flight beside
 /// those, at most. Zipf(0.99) writes, same shape as above, p99 / p99.9 ms: none 48–61 / 69–155;
 /// 4: 24–29 / 52–73; 8: 27 / 50–53 (within the noise of 4).
@@ -94,6 +107,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let hasher = RandomState::new();
     // Writes taken from the channel and not proposed yet, in arrival order.
     let mut waiting: VecDeque<Pending> = VecDeque::new();
+    // How many of them an earlier gather left behind (a key already in that entry, or its size).
+    let mut held = 0;
     loop {
         if waiting.is_empty() {
             match rx.recv().await {
@@ -101,19 +116,32 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 None => return,
             }
         }
-        // Wait for room before gathering: what queues meanwhile joins this entry.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        while waiting.len() < MAX_WAITING {
-            let Ok(p) = rx.try_recv() else { break };
-            waiting.push_back(p);
+        // Held-back writes go in one of the extra entries as soon as one is free; they would
+        // otherwise wait for a slot behind entries they cannot share. Everything else waits for
+        // a slot, and what queues meanwhile joins its entry.
+        let slot = if held > 0 {
+            tokio::select! {
+                biased;
+                s = slots.clone().acquire_owned() => s.map(|s| (s, true)),
+                s = held_back.clone().acquire_owned() => s.map(|s| (s, false)),
+            }
+        } else {
+            slots.clone().acquire_owned().await.map(|s| (s, true))
+        };
+        let Ok((slot, main)) = slot else { return };
+        if main {
+            while waiting.len() < MAX_WAITING {
+                let Ok(p) = rx.try_recv() else { break };
+                waiting.push_back(p);
+            }
         }
         propose(&raft, gather(&mut waiting, &hasher), slot).await;
-        // What is still waiting was held back by a key already in that entry (a hot key) or by
-        // its size. It would otherwise wait for a slot behind entries it cannot share, so it
-        // goes now, while the few extra slots last; writes of other keys still wait and batch.
-        while !waiting.is_empty() {
+        held = waiting.len();
+        // What is still waiting was held back; it goes now, while the extra slots last.
+        while held > 0 {
             let Ok(slot) = held_back.clone().try_acquire_owned() else { break };
             propose(&raft, gather(&mut waiting, &hasher), slot).await;
+            held = waiting.len();
         }
     }
 }
