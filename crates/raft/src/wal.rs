@@ -986,8 +986,6 @@ fn replay_segment(st: &mut State, dir: &Path, id: u64, newest: bool) -> io::Resu
     Ok((pos.min(bytes.len()) as u64, bytes.len() as u64))
 }
 
-/// The sync thread: writes buffered records in order, syncs when someone waits (or every
-/// [`BACKGROUND_SYNC`]), then answers the waiters.
 /// A write-and-sync pass slower than this is logged (at most once a second, with how many more
 /// there were): every append of the node waits on it, and a follower that answers an append later
 /// than openraft's 50 ms heartbeat interval makes the leader send it again.
@@ -1013,6 +1011,8 @@ impl Throttled {
     }
 }
 
+/// The sync thread: writes buffered records in order, syncs when someone waits (or every
+/// [`BACKGROUND_SYNC`]), then answers the waiters.
 fn sync_loop(shared: &Shared) {
     let mut unsynced: Vec<(u64, Arc<File>)> = Vec::new();
     let mut last_sync = Instant::now();
@@ -1062,12 +1062,13 @@ fn sync_loop(shared: &Shared) {
             res = sync_files(&mut unsynced);
             last_sync = Instant::now();
         }
-        if pass.elapsed() >= SLOW_PASS {
-            slow.note(Instant::now(), |more| {
+        let took = pass.elapsed();
+        if took >= SLOW_PASS {
+            slow.note(pass + took, |more| {
                 let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
                 tracing::warn!(
                     write_ms = written.as_millis() as u64,
-                    total_ms = pass.elapsed().as_millis() as u64,
+                    total_ms = took.as_millis() as u64,
                     bytes,
                     synced = must_sync,
                     more_in_the_last_second = more,
