@@ -216,7 +216,9 @@ impl Group {
         if self.data().applied_index() >= index {
             return true;
         }
-        self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read").await.is_ok()
+        // Boxed, as the wait is the rare path and its future is over a kilobyte: inline, it would
+        // grow every read's future, which is spawned, so moved and copied, once per call.
+        Box::pin(self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read")).await.is_ok()
     }
 }
 

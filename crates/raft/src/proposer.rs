@@ -88,7 +88,14 @@ impl Proposer {
     pub async fn write(&self, req: Request) -> WriteResult {
         let stopped = || WriteError::Unavailable("the group is shutting down".into());
         let (done, rx) = oneshot::channel();
-        self.tx.send(Pending { req, done }).await.map_err(|_| stopped())?;
+        // Queued at once unless the queue is full. Only then is the send awaited, boxed: its
+        // future is several hundred bytes, which would grow every served write's future (spawned,
+        // so moved and copied, once per call).
+        match self.tx.try_send(Pending { req, done }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(p)) => Box::pin(self.tx.send(p)).await.map_err(|_| stopped())?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+        }
         rx.await.map_err(|_| stopped())?
     }
 }

@@ -406,7 +406,9 @@ where
             let received = Instant::now();
             for call in calls_of(msg) {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let (served, tx) = (handle(call, received), tx.clone());
+                // The handler's future goes on the heap once, here; spawned inline, its kilobyte or
+                // two would be copied again by every layer of the spawn and on completion.
+                let (served, tx) = (Box::pin(handle(call, received)), tx.clone());
                 tokio::spawn(async move {
                     let _ = tx.send(Ok((served.await, permit)));
                 });

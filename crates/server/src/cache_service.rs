@@ -79,6 +79,12 @@ impl CacheServiceImpl {
                 Err(_) => Err(ReadIndexError::Unavailable("leadership not confirmed within the deadline".into())),
             };
         }
+        // Boxed: asking the leader is a gRPC call whose future, inline, would grow every read's.
+        Box::pin(self.leaders_read_index(g, deadline)).await
+    }
+
+    /// The read index, asked of the group's leader (this replica is, or was, a follower).
+    async fn leaders_read_index(&self, g: &Group, deadline: Instant) -> Result<u64, ReadIndexError> {
         let Some((leader, addr)) = self.router.wait_leader(g.id, deadline).await else {
             return Err(ReadIndexError::Unavailable(format!("group {} has no leader", g.id)));
         };

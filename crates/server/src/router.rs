@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,8 @@ impl Router {
             return Some(l);
         }
         let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
-        let _ = g.raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "leader known").await;
+        // Boxed: the rare path, and a kilobyte that would otherwise grow every write's future.
+        let _ = Box::pin(g.raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "leader known")).await;
         g.leader()
     }
 
@@ -212,7 +214,29 @@ impl Router {
     /// Forwards `msg` to the group's leader (or a replica), following leader hints until
     /// `deadline`. `idempotent` requests are also retried after a connection failure; others only
     /// when the answer proves they had no effect (`NOT_LEADER`).
-    pub async fn forward<Req, Resp, F, Fut>(
+    ///
+    /// The future is boxed: forwarding is the cold path, and held inline its tonic call would
+    /// make every served call's future (spawned, so moved and copied, once per call) kilobytes
+    /// larger.
+    pub fn forward<'a, Req, Resp, F, Fut>(
+        &'a self,
+        group: GroupId,
+        hop: Hop,
+        msg: Req,
+        deadline: Instant,
+        idempotent: bool,
+        call: F,
+    ) -> Pin<Box<impl Future<Output = Result<tonic::Response<Resp>, Status>> + 'a>>
+    where
+        Req: Clone + 'a,
+        Resp: 'a,
+        F: FnMut(CacheServiceClient<Channel>, tonic::Request<Req>) -> Fut + 'a,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + 'a,
+    {
+        Box::pin(self.forward_unboxed(group, hop, msg, deadline, idempotent, call))
+    }
+
+    async fn forward_unboxed<Req, Resp, F, Fut>(
         &self,
         group: GroupId,
         hop: Hop,
