@@ -140,6 +140,12 @@ async fn drive(mut client: CacheServiceClient<Channel>, mut calls: mpsc::Unbound
                 Some(c) => {
                     // Everything queued with it goes into the same message.
                     waiting.push(c);
+                    // While other calls are in flight, their callers (answered by one message)
+                    // are likely making their next calls now: a turn of the scheduler lets those
+                    // join this message instead of each following in one of its own.
+                    if !flight.replies.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
                     while let Ok(c) = calls.try_recv() {
                         waiting.push(c);
                     }

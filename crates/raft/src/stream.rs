@@ -338,7 +338,7 @@ pub(crate) fn serve(
             async move { serve_call(&service, call, received).await }
         },
     );
-    Box::pin(batched(rx, BATCH_BYTES, |results| RaftResults { results }))
+    Box::pin(batched(rx, SERVE_IN_FLIGHT, BATCH_BYTES, |results| RaftResults { results }))
 }
 
 async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant) -> RaftCallResult {
@@ -408,7 +408,15 @@ where
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 // The handler's future goes on the heap once, here; spawned inline, its kilobyte or
                 // two would be copied again by every layer of the spawn and on completion.
-                let (served, tx) = (Box::pin(handle(call, received)), tx.clone());
+                let mut served = Box::pin(handle(call, received));
+                // A call that completes at once (a read under the leader's lease) is answered
+                // without a task of its own. Polled here with a waker that does nothing, a call
+                // that must wait is spawned, and its task's first poll registers the real one.
+                if let Some(result) = futures::FutureExt::now_or_never(&mut served) {
+                    let _ = tx.send(Ok((result, permit)));
+                    continue;
+                }
+                let tx = tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(Ok((served.await, permit)));
                 });
@@ -418,12 +426,18 @@ where
     rx
 }
 
-/// The results of `rx` in messages built by `wrap`: waits for one result, then adds every result
-/// already completed while the message stays under `limit` bytes (a single larger result goes
-/// alone). A result's permit is returned once it is in a message. Ends when every sender is gone,
-/// or with the status that ended the calls' stream.
+/// The results of `rx` (from [`serve_calls`] with the same `in_flight`) in messages built by
+/// `wrap`: waits for one result, then adds every result already completed while the message stays
+/// under `limit` bytes (a single larger result goes alone). A result's permit is returned once it
+/// is in a message. Ends when every sender is gone, or with the status that ended the calls'
+/// stream.
+///
+/// While other calls are in service, it yields once before taking the completed results: calls
+/// answered together (the writes of one log entry) finish in tasks of their own, and a turn of
+/// the scheduler lets them join the message instead of each following in one of its own.
 pub fn batched<T, M>(
     rx: mpsc::UnboundedReceiver<Completed<T>>,
+    in_flight: usize,
     limit: usize,
     wrap: fn(Vec<T>) -> M,
 ) -> impl Stream<Item = Result<M, Status>> + Send
@@ -446,7 +460,13 @@ where
             None => o.rx.recv().await?,
         };
         let first = match first {
-            Ok((r, _permit)) => r,
+            Ok((r, permit)) => {
+                // `permit` is this result's own; any other taken means another call in service.
+                if permit.semaphore().available_permits() + 1 < in_flight {
+                    tokio::task::yield_now().await;
+                }
+                r
+            }
             Err(s) => {
                 o.ended = true;
                 return Some((Err(s), o));

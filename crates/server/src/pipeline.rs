@@ -49,7 +49,7 @@ pub fn serve(
     );
     // Results that completed together share a message; the permit goes back once its result
     // is in one.
-    Box::pin(raftcache_raft::batched(rx, RESPONSE_BATCH_BYTES, |results| PipelineResponse { results }))
+    Box::pin(raftcache_raft::batched(rx, MAX_IN_FLIGHT, RESPONSE_BATCH_BYTES, |results| PipelineResponse { results }))
 }
 
 async fn serve_call(service: &CacheServiceImpl, call: PipelineCall) -> PipelineResult {
