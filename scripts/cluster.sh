@@ -15,14 +15,15 @@
 #   scripts/cluster.sh ctl ARGS...   raftcache ctl against this cluster's endpoints
 #
 # Data, logs and pids live under .cluster/ (git-ignored): .cluster/nID/{data,node.log,pid}.
-# Environment: RAFTCACHE_BASE_PORT (default 7001), RAFTCACHE_SERVE_ARGS (more `serve` flags for
+# Environment: RAFTCACHE_CLUSTER_DIR (instead of .cluster/, for a second cluster beside the
+# first), RAFTCACHE_BASE_PORT (default 7001), RAFTCACHE_SERVE_ARGS (more `serve` flags for
 # `up`, e.g. "--groups 8 --durability async"), RAFTCACHE_READY_TIMEOUT (seconds, default 60),
 # RAFTCACHE_BIN (run this binary instead of building target/release/raftcache), RUST_LOG
 # (default info).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="$ROOT/.cluster"
+DIR="${RAFTCACHE_CLUSTER_DIR:-$ROOT/.cluster}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${RAFTCACHE_BIN:-$TARGET_DIR/release/raftcache}"
 BASE_PORT="${RAFTCACHE_BASE_PORT:-7001}"
