@@ -365,8 +365,9 @@ async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant
 pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
 
 /// Reads the messages of `inbound` and serves each of their calls (`calls_of` takes them out of
-/// a message) in a task of its own through `handle`, given the call and when its message was
-/// read; the results come out of the returned channel in completion order, for [`batched`].
+/// a message) through `handle`, given the call and when its message was read: where it is read if
+/// it completes in its first poll, else in a task of its own. The results come out of the
+/// returned channel in completion order, for [`batched`].
 ///
 /// At most `in_flight` calls are in service or have results not yet in a message: beyond that
 /// the reader stops reading, and HTTP/2 flow control holds the sender back, so no peer or client
