@@ -114,10 +114,11 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let hasher = RandomState::new();
     // Writes taken from the channel and not proposed yet, in arrival order.
     let mut waiting: VecDeque<Pending> = VecDeque::new();
-    // How many of them an earlier gather left behind (a key already in that entry, or its size).
-    let mut held = 0;
     loop {
-        if waiting.is_empty() {
+        // What an earlier gather left waiting was held back (a key already in that entry, or its
+        // size).
+        let held = !waiting.is_empty();
+        if !held {
             match rx.recv().await {
                 Some(p) => waiting.push_back(p),
                 None => return,
@@ -126,7 +127,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
         // Held-back writes go in one of the extra entries as soon as one is free; they would
         // otherwise wait for a slot behind entries they cannot share. Everything else waits for
         // a slot, and what queues meanwhile joins its entry.
-        let slot = if held > 0 {
+        let slot = if held {
             tokio::select! {
                 biased;
                 s = slots.clone().acquire_owned() => s.map(|s| (s, true)),
@@ -143,12 +144,10 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         propose(&raft, gather(&mut waiting, &hasher), slot).await;
-        held = waiting.len();
         // What is still waiting was held back; it goes now, while the extra slots last.
-        while held > 0 {
+        while !waiting.is_empty() {
             let Ok(slot) = held_back.clone().try_acquire_owned() else { break };
             propose(&raft, gather(&mut waiting, &hasher), slot).await;
-            held = waiting.len();
         }
     }
 }
