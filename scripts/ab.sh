@@ -38,23 +38,26 @@ for d in "$A" "$B"; do
 done
 
 WORK="$(mktemp -d)"
-cleanup() {
-    for side in 1 2; do
-        RAFTCACHE_CLUSTER_DIR="$WORK/c$side" RAFTCACHE_BASE_PORT=$((7001 + side * 100)) \
-            "$ROOT/scripts/cluster.sh" down >/dev/null 2>&1 || true
-    done
-    rm -rf "$WORK"
+# port SIDE: the first node's port of side SIDE's cluster.
+port() { echo $((7001 + $1 * 100)); }
+# cluster SIDE ARGS...: cluster.sh for side SIDE's cluster.
+cluster() {
+    local side="$1"
+    shift
+    RAFTCACHE_CLUSTER_DIR="$WORK/c$side" RAFTCACHE_BASE_PORT="$(port "$side")" "$ROOT/scripts/cluster.sh" "$@"
 }
-trap cleanup EXIT
+down() { cluster 1 down >/dev/null 2>&1 & cluster 2 down >/dev/null 2>&1 & wait; }
+trap 'down; rm -rf "$WORK"' EXIT
 
 # up SIDE DIR: a cluster of DIR's build on side SIDE's ports.
 up() {
-    RAFTCACHE_CLUSTER_DIR="$WORK/c$1" RAFTCACHE_BASE_PORT=$((7001 + $1 * 100)) RAFTCACHE_BIN="$2/raftcache" \
-        "$ROOT/scripts/cluster.sh" up >"$WORK/up$1.log" 2>&1 || { cat "$WORK/up$1.log" >&2; die "cluster $1 did not start"; }
+    RAFTCACHE_BIN="$2/raftcache" cluster "$1" up >"$WORK/up$1.log" 2>&1 ||
+        { cat "$WORK/up$1.log" >&2; die "cluster $1 did not start"; }
 }
 # load SIDE DIR ARGS...: DIR's generator against side SIDE's cluster; its summary line.
 load() {
-    local side="$1" dir="$2" port=$((7001 + $1 * 100))
+    local side="$1" dir="$2" port
+    port="$(port "$1")"
     shift 2
     "$dir/raftcache-bench" load --endpoints "127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))" \
         --duration "${AB_DURATION:-12s}" --warmup 2s "$@" >"$WORK/load$side.log" 2>&1 ||
@@ -76,11 +79,7 @@ for ((i = 1; i <= pairs; i++)); do
     ratio="$(awk -v a="$a_ops" -v b="$b_ops" 'BEGIN { printf "%.3f", b / a }')"
     ratios+=("$ratio")
     printf '%-5s %12s %10s %12s %10s %8s\n' "$i" "$a_ops" "$(p99 <"$WORK/a.txt")" "$b_ops" "$(p99 <"$WORK/b.txt")" "$ratio"
-    for side in 1 2; do
-        RAFTCACHE_CLUSTER_DIR="$WORK/c$side" RAFTCACHE_BASE_PORT=$((7001 + side * 100)) \
-            "$ROOT/scripts/cluster.sh" down >/dev/null 2>&1 &
-    done
-    wait
+    down
 done
 printf '%s\n' "${ratios[@]}" | awk '{ s += $1; if (NR == 1 || $1 < lo) lo = $1; if (NR == 1 || $1 > hi) hi = $1 }
     END { printf "B/A over %d pairs: %.3f to %.3f, mean %.3f\n", NR, lo, hi, s / NR }'

@@ -148,8 +148,8 @@ cmd_up() {
             alive "$i" && die "a cluster is already running here (node $i, pid $(pid_of "$i")); run: scripts/cluster.sh down"
         done
         [[ "$(cat "$DIR/nodes")" == "$n" ]] ||
-            die ".cluster/ holds data of a $(cat "$DIR/nodes")-node cluster; run: scripts/cluster.sh down (removes it)"
-        echo "restarting the $n-node cluster from the data kept in .cluster/"
+            die "$DIR holds data of a $(cat "$DIR/nodes")-node cluster; run: scripts/cluster.sh down (removes it)"
+        echo "restarting the $n-node cluster from the data kept in $DIR"
     fi
     for ((i = 1; i <= n; i++)); do
         port=$((BASE_PORT + i - 1))
