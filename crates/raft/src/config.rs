@@ -33,6 +33,10 @@ pub struct RaftTuning {
     /// (see `crate::forked`). Off: encode in the node's process under the lock, which stops the
     /// group's apply for the whole encode.
     pub fork_snapshots: bool,
+    /// How long a leader waits, after a log entry's writers are answered, for their next writes
+    /// to share the next entry (see `proposer.rs`); zero proposes at once. Timers tick in whole
+    /// milliseconds.
+    pub write_linger: std::time::Duration,
 }
 
 impl RaftTuning {
@@ -55,6 +59,7 @@ impl Default for RaftTuning {
             keep_logs_behind_snapshot: 1_000,
             lease_reads: true,
             fork_snapshots: true,
+            write_linger: std::time::Duration::from_millis(2),
         }
     }
 }

@@ -86,7 +86,7 @@ impl Group {
         let group = Arc::new(Self {
             id,
             node_id,
-            proposer: Proposer::start(raft.clone()),
+            proposer: Proposer::start(raft.clone(), tuning.write_linger),
             raft,
             data,
             sm,

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// roughly the same rate (a 2× allowance by default), never on wall-clock time.
     #[arg(long)]
     pub no_lease_reads: bool,
+    /// How long (ms) a group leader waits, after a log entry's writes are answered, for those
+    /// writers' next writes, so that they share the next entry instead of splitting between two:
+    /// fewer, fuller entries cost less CPU per write. Only a leader that had an entry in flight
+    /// waits, and only for as many writes as that entry carried (fewer if fewer came back last
+    /// time); 0 proposes at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub write_linger_ms: u64,
     /// Dial peer ID at HOST:PORT instead of its advertised address (e.g. through a proxy);
     /// `ID=HOST:PORT`, repeatable or comma-separated.
     #[arg(long = "peer-addr", value_delimiter = ',')]

@@ -110,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_logs_behind_snapshot: args.keep_logs,
         lease_reads: !args.no_lease_reads,
         fork_snapshots: !args.snapshot_in_process,
+        write_linger: std::time::Duration::from_millis(args.write_linger_ms),
     };
     let overrides = if args.peer_addrs.is_empty() {
         Default::default()
