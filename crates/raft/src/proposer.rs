@@ -87,8 +87,9 @@ const QUEUE: usize = 4096;
 /// while it holds this many).
 const MAX_WAITING: usize = 2 * MAX_BATCH_WRITES;
 
-/// "Every awaited writer came back" for the linger's count (see [`linger_for`]).
-const ALL: u64 = u64::MAX / 4;
+/// "Every awaited writer came back" for the linger's count (see [`linger_for`]); the count's
+/// arithmetic saturates.
+const ALL: u64 = u64::MAX;
 
 /// What a write resolves to: the state machine's response and the log index it applied at.
 pub type WriteResult = Result<(Response, u64), WriteError>;
@@ -192,7 +193,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, answers: Arc<Answers>,
         let Ok((slot, main)) = slot else { return };
         if main {
             let last = answers.last.lock().expect("answers lock").take();
-            if let Some(last) = last.filter(|_| !linger.is_zero()) {
+            if let Some(last) = last {
                 linger_for(&mut rx, &mut waiting, &answers, last, &mut came_back, linger).await;
             }
             while waiting.len() < MAX_WAITING {
@@ -200,7 +201,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, answers: Arc<Answers>,
                 waiting.push_back(p);
             }
         }
-        let answered = main.then(|| answers.clone());
+        // Only what the linger will read is noted.
+        let answered = (main && !linger.is_zero()).then(|| answers.clone());
         propose(&raft, gather(&mut waiting, &hasher), slot, answered).await;
         // What is still waiting was held back; it goes now, while the extra slots last.
         while !waiting.is_empty() {
@@ -312,9 +314,9 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, slot: OwnedSemaphorePermi
         };
         // Counted before the writers hear back, so that none of their next writes counts as sent
         // before the answer.
-        let (writes, sent) = (batch.len() as u64, answers.as_ref().map(|a| a.sent.load(Ordering::Relaxed)));
+        let noted = answers.map(|a| (a.sent.load(Ordering::Relaxed), batch.len() as u64, a));
         answer(batch, result);
-        if let (Some(a), Some(sent)) = (answers, sent) {
+        if let Some((sent, writes, a)) = noted {
             *a.last.lock().expect("answers lock") = Some(Answered { at: Instant::now(), writes, sent });
         }
         drop(slot);
