@@ -62,8 +62,12 @@ use crate::types::TypeConfig;
 /// The first bytes of every segment (format version 1).
 pub const MAGIC: &[u8; 8] = b"RCWAL001";
 const FRAME_HEADER: usize = 8;
-/// Without waiters, buffered records are synced at least this often.
+/// Without waiters, buffered records are written and synced at least this often.
 const BACKGROUND_SYNC: Duration = Duration::from_millis(500);
+/// Records nobody waits for (commit marks, purges) wake the sync thread only once this many bytes
+/// of them are buffered; until then they go out with the next pass a waiter asks for, or with
+/// the background sync.
+const LAZY_BYTES: usize = 64 << 10;
 /// The zero-filled file the next segment is renamed from (see the module docs).
 pub const SPARE: &str = "next-segment.spare";
 
@@ -287,7 +291,11 @@ struct State {
     active_capacity: u64,
     spare: Spare,
     pending: Vec<Chunk>,
+    /// Bytes in `pending`.
+    pending_bytes: usize,
     waiters: Vec<Waiter>,
+    /// The sync thread waits for work and nobody has woken it yet (see [`Wal::wake_sync`]).
+    sync_idle: bool,
     /// Everything before this position is written to its file (maybe not yet synced).
     written: (u64, u64),
     /// Everything before this position is synced.
@@ -307,20 +315,31 @@ struct Shared {
     prep: Condvar,
 }
 
-/// A node's write-ahead log. Cheap to clone; the sync thread stops when the last clone drops.
+/// A node's write-ahead log. Cheap to clone. When the last clone drops, the sync thread writes
+/// and syncs what is buffered and stops, and the drop waits for it: a WAL opened again on the
+/// same directory never races the old one's last writes.
 #[derive(Clone)]
 pub struct Wal {
     shared: Arc<Shared>,
     _stopper: Arc<Stopper>,
 }
 
-struct Stopper(Arc<Shared>);
+struct Stopper {
+    shared: Arc<Shared>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for Stopper {
     fn drop(&mut self) {
-        self.0.lock().stop = true;
-        self.0.work.notify_all();
-        self.0.prep.notify_all();
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        self.shared.prep.notify_all();
+        if let Some(t) = self.sync_thread.take() {
+            // A waiter run by the sync thread could hold the last clone; it cannot join itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -431,7 +450,9 @@ impl Wal {
             active_capacity: 0,
             spare: Spare::Absent,
             pending: Vec::new(),
+            pending_bytes: 0,
             waiters: Vec::new(),
+            sync_idle: false,
             written: (0, 0),
             synced: (0, 0),
             cached_bytes: 0,
@@ -484,12 +505,12 @@ impl Wal {
             prep: Condvar::new(),
         });
         let worker = shared.clone();
-        std::thread::Builder::new().name("wal-sync".into()).spawn(move || sync_loop(&worker))?;
+        let sync_thread = std::thread::Builder::new().name("wal-sync".into()).spawn(move || sync_loop(&worker))?;
         if preallocate {
             let worker = shared.clone();
             std::thread::Builder::new().name("wal-prealloc".into()).spawn(move || prepare_loop(&worker))?;
         }
-        Ok(Self { _stopper: Arc::new(Stopper(shared.clone())), shared })
+        Ok(Self { _stopper: Arc::new(Stopper { shared: shared.clone(), sync_thread: Some(sync_thread) }), shared })
     }
 
     /// Whether `group` has a vote, entries or a purge point.
@@ -547,11 +568,11 @@ impl Wal {
             *max = (*max).max(index);
         }
         self.evict(st, group);
-        if let Some(w) = done {
-            st.waiters.push(w);
-        }
+        let wake = self.wake_sync(st, done);
         drop(guard);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 
@@ -577,11 +598,11 @@ impl Wal {
         };
         st.cached_bytes -= freed;
         self.reserve(st, bytes)?;
-        if let Some(w) = done {
-            st.waiters.push(w);
-        }
+        let wake = self.wake_sync(st, done);
         drop(guard);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 
@@ -626,9 +647,11 @@ impl Wal {
             drop(st);
             return done(Err(e));
         }
-        st.waiters.push(done);
+        let wake = self.wake_sync(&mut st, Some(done));
         drop(st);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Waits until everything appended so far is durable.
@@ -695,6 +718,24 @@ impl Wal {
         Ok(out.into_iter().map(|e| e.expect("every slot read")).collect())
     }
 
+    /// Queues `done` (if any) for the next sync; whether the sync thread must be woken for it.
+    /// Only a waiter, or enough buffered bytes, wakes it, and only if it is idle and nobody woke
+    /// it yet: a busy sync thread looks for more work before it waits, and a condvar's notify is a
+    /// system call even when nobody waits on it. Commit marks, written for every entry on every
+    /// node, so ride with the next entry's sync instead of costing a pass (a wake-up and a
+    /// `write`) of their own.
+    fn wake_sync(&self, st: &mut State, done: Option<Waiter>) -> bool {
+        let urgent = done.is_some();
+        if let Some(w) = done {
+            st.waiters.push(w);
+        }
+        let wake = st.sync_idle && (urgent || st.pending_bytes >= LAZY_BYTES);
+        if wake {
+            st.sync_idle = false;
+        }
+        wake
+    }
+
     /// Buffers `bytes` at the end of the active segment (starting a new one if it is full);
     /// returns where they will be.
     fn reserve(&self, st: &mut State, bytes: Vec<u8>) -> io::Result<(u64, u64)> {
@@ -709,6 +750,7 @@ impl Wal {
         }
         let (seg, offset) = (st.active, st.active_len);
         st.active_len += bytes.len() as u64;
+        st.pending_bytes += bytes.len();
         if opts.preallocate && st.spare == Spare::Absent && st.active_len - st.active_header >= opts.segment_bytes / 16
         {
             st.spare = Spare::Wanted;
@@ -761,6 +803,7 @@ impl Wal {
         st.active_len = bytes.len() as u64;
         st.active_capacity = capacity;
         st.segments.insert(id, Segment { file: file.clone(), max_index: HashMap::new() });
+        st.pending_bytes += bytes.len();
         st.pending.push(Chunk { seg: id, file, offset: 0, bytes });
         Ok(())
     }
@@ -1018,22 +1061,20 @@ fn sync_loop(shared: &Shared) {
     let mut last_sync = Instant::now();
     let mut slow = Throttled::default();
     loop {
-        let (chunks, waiters) = {
+        let (chunks, waiters, stopping) = {
             let mut st = shared.lock();
             loop {
-                let due = !unsynced.is_empty() && last_sync.elapsed() >= BACKGROUND_SYNC;
-                if !st.pending.is_empty() || !st.waiters.is_empty() || due {
+                let buffered = !unsynced.is_empty() || !st.pending.is_empty();
+                let due = buffered && last_sync.elapsed() >= BACKGROUND_SYNC;
+                if !st.waiters.is_empty() || st.pending_bytes >= LAZY_BYTES || due || st.stop {
                     break;
                 }
-                if st.stop {
-                    if let Err(e) = sync_files(&mut unsynced) {
-                        tracing::error!(error = %e, "final WAL sync failed");
-                    }
-                    return;
-                }
+                st.sync_idle = true;
                 st = shared.work.wait_timeout(st, BACKGROUND_SYNC).expect("wal lock poisoned").0;
+                st.sync_idle = false;
             }
-            (std::mem::take(&mut st.pending), std::mem::take(&mut st.waiters))
+            st.pending_bytes = 0;
+            (std::mem::take(&mut st.pending), std::mem::take(&mut st.waiters), st.stop)
         };
         let mut end = None;
         let mut res: io::Result<()> = Ok(());
@@ -1056,7 +1097,8 @@ fn sync_loop(shared: &Shared) {
             }
             end = Some((c.seg, c.offset + c.bytes.len() as u64));
         }
-        let must_sync = !waiters.is_empty() || last_sync.elapsed() >= BACKGROUND_SYNC;
+        // Stopping (the last handle dropped): whatever is buffered is written and synced.
+        let must_sync = stopping || !waiters.is_empty() || last_sync.elapsed() >= BACKGROUND_SYNC;
         let written = pass.elapsed();
         if res.is_ok() && must_sync {
             res = sync_files(&mut unsynced);
@@ -1093,6 +1135,9 @@ fn sync_loop(shared: &Shared) {
         }
         for w in waiters {
             w(outcome.clone());
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -1425,5 +1470,37 @@ mod tests {
         drop(wal);
         // The refused entry never reached the file: the log reopens, and reopens whole.
         assert_eq!(read(&open(dir.path()), 1, 0, 10), expected(1, 1..3, 10));
+    }
+
+    /// A copy of `dir`'s files as they are now: what a crash at this moment would leave.
+    fn copy_of(dir: &Path) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().unwrap();
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn a_commit_mark_rides_with_the_next_sync_and_the_last_drop_writes_what_is_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        wal.append(1, [entry(1, 1, 10), entry(1, 2, 10)], None).unwrap();
+        sync(&wal);
+        // Nobody waits for a commit mark: it goes out with the next sync someone asks for.
+        wal.save_committed(1, Some(log_id(1, 1))).unwrap();
+        wal.append(1, [entry(1, 3, 10)], None).unwrap();
+        sync(&wal);
+        let crashed = open(copy_of(dir.path()).path());
+        assert_eq!(crashed.meta(1).committed, Some(log_id(1, 1)));
+        assert_eq!(read(&crashed, 1, 0, 10), expected(1, 1..4, 10));
+        // Records nobody waited for, then the last handle drops: they are on disk when it returns.
+        wal.save_committed(1, Some(log_id(1, 3))).unwrap();
+        wal.append(1, [entry(1, 4, 10)], None).unwrap();
+        drop(wal);
+        let wal = open(dir.path());
+        assert_eq!(wal.meta(1).committed, Some(log_id(1, 3)));
+        assert_eq!(read(&wal, 1, 0, 10), expected(1, 1..5, 10));
     }
 }
