@@ -222,23 +222,25 @@ impl Group {
     }
 }
 
-/// Follows the group's metrics: keeps the voter set current and logs one line per role change
-/// of this replica (elected, lost leadership).
+/// Follows the group's server metrics: keeps the voter set current and logs one line per role
+/// change of this replica (elected, lost leadership). Server metrics change only with the vote,
+/// the role, the leader or the membership; the full metrics are sent on every pass of
+/// openraft's core loop (several per entry), and a task woken that often costs a worker wake-up
+/// each time.
 async fn watch_metrics(group: Arc<Group>) {
-    let mut rx = group.raft.metrics();
+    let mut rx = group.raft.server_metrics();
     let mut last = (ServerState::Learner, None::<u64>, 0u64);
     let mut membership_seen = None;
     loop {
         let (state, leader, term) = {
             let m = rx.borrow_and_update();
-            // Metrics change on every apply; the voter set only with a membership entry.
             let membership = Some(*m.membership_config.log_id());
             if membership != membership_seen {
                 membership_seen = membership;
                 *group.voters.write().expect("voter set lock poisoned") =
                     m.membership_config.membership().voter_ids().collect();
             }
-            (m.state, m.current_leader, m.current_term)
+            (m.state, m.current_leader, m.vote.leader_id().get_term())
         };
         if state != last.0 || leader != last.1 {
             if state == ServerState::Leader {

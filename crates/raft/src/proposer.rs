@@ -280,8 +280,10 @@ fn gather(waiting: &mut VecDeque<Pending>, hasher: &RandomState) -> Vec<Pending>
             _ => skipped.push_back(next),
         }
     }
-    skipped.append(waiting);
-    *waiting = skipped;
+    // Back in front, in order; `waiting` keeps its allocation for the next writes.
+    while let Some(p) = skipped.pop_back() {
+        waiting.push_front(p);
+    }
     batch
 }
 
