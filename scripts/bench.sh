@@ -161,10 +161,14 @@ for i in 1 2 3; do
     initial+="${initial:+,}$i=127.0.0.1:${RC_PORTS[i - 1]}"
     eps+="${eps:+,}127.0.0.1:${RC_PORTS[i - 1]}"
 done
+# The three nodes share this machine's cores, as scripts/cluster.sh does.
+RC_WORKERS=$(($(nproc) / 3))
+((RC_WORKERS >= 1)) || RC_WORKERS=1
 for i in 1 2 3; do
     mkdir -p "$OUT/raftcache/n$i"
     spawn "$OUT/raftcache/n$i/node.log" env RUST_LOG="${RUST_LOG:-warn}" "$RC" serve --id "$i" \
-        --listen "127.0.0.1:${RC_PORTS[i - 1]}" --data-dir "$OUT/raftcache/n$i/data" --initial-cluster "$initial"
+        --listen "127.0.0.1:${RC_PORTS[i - 1]}" --data-dir "$OUT/raftcache/n$i/data" --initial-cluster "$initial" \
+        --worker-threads "$RC_WORKERS"
 done
 echo "raftcache: 3 nodes at $eps; waiting for every group to have a leader ..."
 "$RC" ctl --endpoints "$eps" wait-ready --timeout 90s >/dev/null || { check_alive; die "raftcache did not become ready"; }

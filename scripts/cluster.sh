@@ -19,7 +19,8 @@
 # first), RAFTCACHE_BASE_PORT (default 7001), RAFTCACHE_SERVE_ARGS (more `serve` flags for
 # `up`, e.g. "--groups 8 --durability async"), RAFTCACHE_READY_TIMEOUT (seconds, default 60),
 # RAFTCACHE_BIN (run this binary instead of building target/release/raftcache), RUST_LOG
-# (default info).
+# (default info). The nodes share this machine's cores: each runs nproc / N worker threads (at
+# least one) unless RAFTCACHE_SERVE_ARGS sets --worker-threads.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,6 +87,16 @@ build_if_needed() {
     fi
 }
 
+# Nodes on one machine share its cores: each gets nproc / N worker threads (at least one),
+# unless RAFTCACHE_SERVE_ARGS sets --worker-threads (see README, `raftcache serve` flags).
+worker_flag() {
+    local n="$1" args
+    args="$(cat "$DIR/serve_args" 2>/dev/null || true)"
+    [[ "$args" == *--worker-threads* ]] && return 0
+    local w=$(($(nproc) / n))
+    echo "--worker-threads $((w < 1 ? 1 : w))"
+}
+
 start_node() {
     local id="$1" n initial="" i
     n="$(node_count)"
@@ -97,7 +108,7 @@ start_node() {
     # shellcheck disable=SC2086  # RAFTCACHE_SERVE_ARGS is a list of flags on purpose
     RUST_LOG="${RUST_LOG:-info}" nohup "$BIN" serve \
         --id "$id" --listen "$(addr_of "$id")" --data-dir "$DIR/n$id/data" \
-        --initial-cluster "$initial" $(cat "$DIR/serve_args" 2>/dev/null || true) \
+        --initial-cluster "$initial" $(worker_flag "$n") $(cat "$DIR/serve_args" 2>/dev/null || true) \
         >>"$DIR/n$id/node.log" 2>&1 </dev/null &
     echo $! >"$DIR/n$id/pid"
 }
