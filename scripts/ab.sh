@@ -15,7 +15,10 @@
 # apart (on the development machine, six pairs of one build: -0.3% to +2.6%).
 #
 # Example: scripts/ab.sh --pairs 6 /tmp/before /tmp/after --workload write --clients 64
-# Environment: RAFTCACHE_SERVE_ARGS (flags for both clusters' nodes), AB_DURATION (default 12s).
+# Environment: RAFTCACHE_SERVE_ARGS (flags for both clusters' nodes), AB_DURATION (default 12s),
+# RAFTCACHE_WORKER_THREADS=default for a build older than `serve --worker-threads` (see
+# scripts/cluster.sh). Both clusters run at once, so their six nodes share the cores: a change
+# whose effect depends on how busy the machine is can measure differently alone.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

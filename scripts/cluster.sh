@@ -20,7 +20,8 @@
 # `up`, e.g. "--groups 8 --durability async"), RAFTCACHE_READY_TIMEOUT (seconds, default 60),
 # RAFTCACHE_BIN (run this binary instead of building target/release/raftcache), RUST_LOG
 # (default info). The nodes share this machine's cores: each runs nproc / N worker threads (at
-# least one) unless RAFTCACHE_SERVE_ARGS sets --worker-threads.
+# least one) unless RAFTCACHE_SERVE_ARGS sets --worker-threads; RAFTCACHE_WORKER_THREADS=default
+# passes no such flag (builds older than the flag, or the runtime's own choice).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,7 +93,7 @@ build_if_needed() {
 worker_flag() {
     local n="$1" args
     args="$(cat "$DIR/serve_args" 2>/dev/null || true)"
-    [[ "$args" == *--worker-threads* ]] && return 0
+    [[ "$args" == *--worker-threads* || "${RAFTCACHE_WORKER_THREADS:-}" == default ]] && return 0
     local w=$(($(nproc) / n))
     echo "--worker-threads $((w < 1 ? 1 : w))"
 }
