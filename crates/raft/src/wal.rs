@@ -64,8 +64,8 @@ pub const MAGIC: &[u8; 8] = b"RCWAL001";
 const FRAME_HEADER: usize = 8;
 /// Without waiters, buffered records are written and synced at least this often.
 const BACKGROUND_SYNC: Duration = Duration::from_millis(500);
-/// Records nobody waits for (commit marks, purges) wake the sync thread only once this many bytes
-/// of them are buffered; until then they go out with the next pass a waiter asks for, or with
+/// Records nobody waits for (commit marks, appends without a waiter) wake the sync thread only
+/// once this many bytes of them are buffered; until then they go out with the next pass a waiter asks for, or with
 /// the background sync.
 const LAZY_BYTES: usize = 64 << 10;
 /// The zero-filled file the next segment is renamed from (see the module docs).
@@ -294,7 +294,7 @@ struct State {
     /// Bytes in `pending`.
     pending_bytes: usize,
     waiters: Vec<Waiter>,
-    /// The sync thread waits for work and nobody has woken it yet (see [`Wal::wake_sync`]).
+    /// The sync thread waits for work and nobody has woken it yet (see [`Wal::queue_and_wake`]).
     sync_idle: bool,
     /// Everything before this position is written to its file (maybe not yet synced).
     written: (u64, u64),
@@ -568,11 +568,7 @@ impl Wal {
             *max = (*max).max(index);
         }
         self.evict(st, group);
-        let wake = self.wake_sync(st, done);
-        drop(guard);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.queue_and_wake(guard, done);
         Ok(())
     }
 
@@ -598,11 +594,7 @@ impl Wal {
         };
         st.cached_bytes -= freed;
         self.reserve(st, bytes)?;
-        let wake = self.wake_sync(st, done);
-        drop(guard);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.queue_and_wake(guard, done);
         Ok(())
     }
 
@@ -641,17 +633,13 @@ impl Wal {
 
     /// Runs `done` once everything appended so far is durable.
     pub fn sync_then(&self, done: Waiter) {
-        let mut st = self.shared.lock();
+        let st = self.shared.lock();
         if let Some(e) = &st.failed {
             let e = e.clone();
             drop(st);
             return done(Err(e));
         }
-        let wake = self.wake_sync(&mut st, Some(done));
-        drop(st);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.queue_and_wake(st, Some(done));
     }
 
     /// Waits until everything appended so far is durable.
@@ -718,13 +706,13 @@ impl Wal {
         Ok(out.into_iter().map(|e| e.expect("every slot read")).collect())
     }
 
-    /// Queues `done` (if any) for the next sync; whether the sync thread must be woken for it.
-    /// Only a waiter, or enough buffered bytes, wakes it, and only if it is idle and nobody woke
-    /// it yet: a busy sync thread looks for more work before it waits, and a condvar's notify is a
+    /// Queues `done` (if any) for the next sync, releases the lock, and wakes the sync thread if
+    /// that is needed. Only a waiter, or enough buffered bytes, wakes it, and only if it is idle
+    /// and nobody woke it yet: a busy sync thread looks for more work before it waits, and a condvar's notify is a
     /// system call even when nobody waits on it. Commit marks, written for every entry on every
     /// node, so ride with the next entry's sync instead of costing a pass (a wake-up and a
     /// `write`) of their own.
-    fn wake_sync(&self, st: &mut State, done: Option<Waiter>) -> bool {
+    fn queue_and_wake(&self, mut st: MutexGuard<'_, State>, done: Option<Waiter>) {
         let urgent = done.is_some();
         if let Some(w) = done {
             st.waiters.push(w);
@@ -733,7 +721,10 @@ impl Wal {
         if wake {
             st.sync_idle = false;
         }
-        wake
+        drop(st);
+        if wake {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Buffers `bytes` at the end of the active segment (starting a new one if it is full);
