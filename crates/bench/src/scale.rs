@@ -1,7 +1,11 @@
 //! `raftcache-bench scale`: throughput against the cluster's shape. For every (nodes, groups)
 //! pair it starts a fresh cluster (testkit, replication factor min(3, nodes), fsync), runs the
 //! same write and linearizable-read loads against it, stops it, and writes `scale.json` (one
-//! record per measurement, tagged with nodes and groups) and `scale.md`.
+//! record per measurement, tagged with nodes, groups and worker threads) and `scale.md`.
+//!
+//! The nodes share this machine's cores the way `scripts/cluster.sh` and `scripts/bench.sh`
+//! share them: each runs cores / nodes worker threads (at least one) unless told otherwise, so
+//! a shape's numbers compare with the local cluster's and the benchmark's.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -41,6 +45,14 @@ pub struct ScaleArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     pub value_bytes: usize,
+    /// Worker threads per node (`serve --worker-threads`); by default this machine's cores
+    /// divided among the shape's nodes, at least one.
+    #[arg(long)]
+    pub worker_threads: Option<u64>,
+    /// More `raftcache serve` flags for every node (repeatable), e.g.
+    /// `--serve-arg=--write-linger-ms=1`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
     /// Write scale.json and scale.md here.
     #[arg(long, default_value = "bench/results/scale")]
     pub out: PathBuf,
@@ -52,6 +64,7 @@ struct ScaleRecord {
     nodes: u64,
     groups: u64,
     replicas: u64,
+    worker_threads: u64,
     #[serde(flatten)]
     record: Record,
 }
@@ -61,6 +74,8 @@ pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
     ensure!(!a.nodes.is_empty() && !a.groups.is_empty(), "--nodes and --groups need at least one value each");
     ensure!(a.nodes.iter().all(|&n| n > 0), "--nodes values must be at least 1");
     ensure!(a.groups.iter().all(|&g| g > 0), "--groups values must be at least 1");
+    ensure!(a.worker_threads != Some(0), "--worker-threads must be at least 1");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let spec = |workload| Spec {
         system: System::Raftcache,
         workload,
@@ -79,8 +94,16 @@ pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for (i, &(nodes, groups)) in shapes.iter().enumerate() {
         let replicas = nodes.min(3);
-        eprintln!("[{}/{}] {nodes} nodes, {groups} groups, {replicas} replicas: starting", i + 1, shapes.len());
-        let cluster = Cluster::start(ClusterOptions { nodes, groups, replicas, ..Default::default() }).await?;
+        let worker_threads = a.worker_threads.unwrap_or_else(|| shared_cores(cores, nodes));
+        eprintln!(
+            "[{}/{}] {nodes} nodes, {groups} groups, {replicas} replicas, {worker_threads} worker threads each: starting",
+            i + 1,
+            shapes.len()
+        );
+        let mut extra_args = vec!["--worker-threads".to_string(), worker_threads.to_string()];
+        extra_args.extend(a.serve_args.iter().cloned());
+        let cluster =
+            Cluster::start(ClusterOptions { nodes, groups, replicas, extra_args, ..Default::default() }).await?;
         let endpoints = cluster.endpoints();
         for s in [&write, &read] {
             let adapters = load::connect(s, &endpoints).await?;
@@ -89,7 +112,7 @@ pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
             }
             let out = load::measure(s, &adapters).await?;
             load::report_outcome(&out);
-            records.push(ScaleRecord { nodes, groups, replicas, record: out.record });
+            records.push(ScaleRecord { nodes, groups, replicas, worker_threads, record: out.record });
         }
         drop(cluster);
     }
@@ -100,6 +123,11 @@ pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
     println!("{md}");
     println!("{}", a.out.display());
     Ok(())
+}
+
+/// Worker threads for each of `nodes` nodes sharing `cores` cores: an equal share, at least one.
+fn shared_cores(cores: u64, nodes: u64) -> u64 {
+    (cores / nodes.max(1)).max(1)
 }
 
 /// One row per cluster shape: writes and linearizable reads side by side.
@@ -132,6 +160,7 @@ mod tests {
             nodes,
             groups,
             replicas: nodes.min(3),
+            worker_threads: 1,
             record: test_record("raftcache", workload, consistency, 64, ops, p99_us),
         }
     }
@@ -146,5 +175,14 @@ mod tests {
         let md = table(&records);
         let rows: Vec<&str> = md.lines().skip(2).collect();
         assert_eq!(rows, ["| 3 | 1 | 2970 | 41.0 | 7000 | 12.5 |", "| 5 | 16 | 1500 | 90.0 | – | – |"], "{md}");
+    }
+
+    #[test]
+    fn nodes_get_an_equal_share_of_the_cores_and_at_least_one_thread() {
+        assert_eq!(shared_cores(2, 3), 1);
+        assert_eq!(shared_cores(2, 5), 1);
+        assert_eq!(shared_cores(8, 3), 2);
+        assert_eq!(shared_cores(16, 5), 3);
+        assert_eq!(shared_cores(4, 1), 4);
     }
 }
