@@ -275,7 +275,7 @@ impl Client {
                     continue;
                 }
             }
-            if attempt % 4 == 0 {
+            if attempt.is_multiple_of(4) {
                 let _ = self.refresh_topology().await;
             }
             // Elections take 150–300 ms: keep the backoff of the same order.

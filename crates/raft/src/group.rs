@@ -33,6 +33,26 @@ pub enum WriteError {
     Unavailable(String),
 }
 
+/// What every group replica of one node opens with: the node's id, stores, peers and settings.
+pub struct GroupHost {
+    /// This node's id.
+    pub node_id: u64,
+    /// The node's sled database (its identity; logs of older versions, moved into the WAL).
+    pub db: sled::Db,
+    /// Where the groups' snapshot files live.
+    pub snap_dir: std::path::PathBuf,
+    /// The node's write-ahead log, shared by every group.
+    pub wal: Wal,
+    /// Connections to the other nodes, shared by every group.
+    pub peers: PeerChannels,
+    /// Raft timing, reads and write batching.
+    pub tuning: RaftTuning,
+    /// How each group's state is sized and expires entries.
+    pub state_config: StateConfig,
+    /// When appends are acknowledged.
+    pub durability: Durability,
+}
+
 /// A group replica on this node.
 pub struct Group {
     /// The group id.
@@ -56,30 +76,23 @@ pub struct Group {
 }
 
 impl Group {
-    /// Opens the group's stores and starts its Raft instance. Does not initialize membership.
-    pub async fn open(
-        id: u64,
-        node_id: u64,
-        db: &sled::Db,
-        snap_dir: &std::path::Path,
-        wal: Wal,
-        peers: PeerChannels,
-        tuning: &RaftTuning,
-        state_config: StateConfig,
-        durability: Durability,
-    ) -> Result<Arc<Self>> {
-        let log = WalLogStore::new(wal, id, durability).owned_by(node_id);
-        let moved = log.import_sled(db).await.map_err(Error::Storage)?;
+    /// Opens group `id`'s stores on the node `node` describes and starts its Raft instance.
+    /// Does not initialize membership.
+    pub async fn open(id: u64, node: &GroupHost) -> Result<Arc<Self>> {
+        let node_id = node.node_id;
+        let tuning = &node.tuning;
+        let log = WalLogStore::new(node.wal.clone(), id, node.durability).owned_by(node_id);
+        let moved = log.import_sled(&node.db).await.map_err(Error::Storage)?;
         if moved > 0 {
             tracing::info!(group = id, entries = moved, "moved the group's log from sled into the WAL");
         }
-        let sm = StateMachineStore::open(db, snap_dir, id, state_config)
+        let sm = StateMachineStore::open(&node.db, &node.snap_dir, id, node.state_config.clone())
             .map_err(|e| Error::Storage(e.to_string()))?
             .fork_snapshots(tuning.fork_snapshots);
         let data = sm.data();
         let config = raft_config(id, tuning)?;
         let (clock, voters) = (Arc::<QuorumClock>::default(), Arc::<VoterSet>::default());
-        let network = GroupNetworkFactory::new(id, node_id, peers, clock.clone(), voters.clone());
+        let network = GroupNetworkFactory::new(id, node_id, node.peers.clone(), clock.clone(), voters.clone());
         let raft = Raft::new(node_id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| Error::Storage(e.to_string()))?;

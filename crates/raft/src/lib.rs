@@ -45,6 +45,9 @@
 //! Group membership is fixed at bootstrap; moving replicas is not implemented yet.
 
 #![warn(missing_docs)]
+// openraft's storage traits return its `StorageError` (224 bytes) by value, and the helpers
+// behind them do the same so that `?` needs no conversion; they run once per snapshot or start.
+#![allow(clippy::result_large_err)]
 
 mod codec;
 mod config;
@@ -66,7 +69,7 @@ mod wal;
 pub use codec::{decode, encode};
 pub use config::{raft_config, Durability, RaftTuning};
 pub use error::{Error, Result};
-pub use group::{Group, WriteError};
+pub use group::{Group, GroupHost, WriteError};
 pub use log_store::WalLogStore;
 pub use network::{GroupNetworkFactory, PeerChannels, MAX_RAFT_MESSAGE};
 pub use read_index::{ReadIndexBatcher, ReadIndexError};

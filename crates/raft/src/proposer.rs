@@ -428,24 +428,22 @@ mod tests {
 
         use raftcache_core::StateConfig;
 
-        use crate::{Durability, Group, NodeInfo, PeerChannels, Wal, WalOptions};
+        use crate::{Durability, Group, GroupHost, NodeInfo, PeerChannels, Wal, WalOptions};
 
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::Config::new().path(dir.path().join("db")).open().expect("sled");
         let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("wal");
-        let group = Group::open(
-            1,
-            1,
-            &db,
-            &dir.path().join("snapshots"),
+        let host = GroupHost {
+            node_id: 1,
+            db,
+            snap_dir: dir.path().join("snapshots"),
             wal,
-            PeerChannels::default(),
-            &tuning,
-            StateConfig::default(),
-            Durability::Fsync,
-        )
-        .await
-        .expect("open the group");
+            peers: PeerChannels::default(),
+            tuning,
+            state_config: StateConfig::default(),
+            durability: Durability::Fsync,
+        };
+        let group = Group::open(1, &host).await.expect("open the group");
         group.initialize(BTreeMap::from([(1, NodeInfo { addr: "127.0.0.1:1".into() })])).await.expect("initialize");
         let give_up = Instant::now() + Duration::from_secs(20);
         while !group.is_leader() {

@@ -182,8 +182,11 @@ fn write_snapshot_file(path: &Path, meta: &SnapshotMeta<u64, NodeInfo>, state: &
     Ok(())
 }
 
-/// The snapshot in `path`: its metadata and state bytes; `None` if there is no file.
-fn read_snapshot_file(path: &Path) -> Result<Option<(SnapshotMeta<u64, NodeInfo>, Vec<u8>)>, StorageError<u64>> {
+/// A stored snapshot: its metadata and state bytes.
+type StoredSnapshot = (SnapshotMeta<u64, NodeInfo>, Vec<u8>);
+
+/// The snapshot in `path`; `None` if there is no file.
+fn read_snapshot_file(path: &Path) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
     let mut bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -204,9 +207,7 @@ fn read_snapshot_file(path: &Path) -> Result<Option<(SnapshotMeta<u64, NodeInfo>
 }
 
 /// A snapshot stored in sled by an earlier version, if any.
-fn read_legacy_snapshot(
-    legacy: &sled::Tree,
-) -> Result<Option<(SnapshotMeta<u64, NodeInfo>, Vec<u8>)>, StorageError<u64>> {
+fn read_legacy_snapshot(legacy: &sled::Tree) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
     match (legacy.get(LEGACY_SNAP_META).map_err(read_snap_err)?, legacy.get(LEGACY_SNAP_DATA).map_err(read_snap_err)?) {
         (Some(m), Some(d)) => {
             let m: StoredSnapshotMeta = decode(&m).map_err(read_snap_err)?;

@@ -1,5 +1,6 @@
 //! openraft's storage conformance suite on the WAL log store and the cache state machine,
 //! in both durability modes.
+#![allow(clippy::result_large_err)] // openraft's suite returns its `StorageError` by value
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;

@@ -19,7 +19,8 @@ use raftcache_proto::admin::admin_service_server::AdminServiceServer;
 use raftcache_proto::cache::cache_service_server::CacheServiceServer;
 use raftcache_proto::raft::raft_service_server::RaftServiceServer;
 use raftcache_raft::{
-    decode, encode, Durability, Group, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning, Wal, WalOptions,
+    decode, encode, Durability, Group, GroupHost, GroupRegistry, PeerChannels, RaftServiceImpl, RaftTuning, Wal,
+    WalOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -132,22 +133,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
     crate::trim::start();
+    let host = GroupHost {
+        node_id,
+        db: db.clone(),
+        snap_dir: args.data_dir.join("snapshots"),
+        wal: wal.clone(),
+        peers: peers.clone(),
+        tuning,
+        state_config: ident.state_config.clone(),
+        durability,
+    };
     let mut groups = Vec::new();
     for gid in topology.groups_of(node_id) {
-        let g = Group::open(
-            gid,
-            node_id,
-            &db,
-            &args.data_dir.join("snapshots"),
-            wal.clone(),
-            peers.clone(),
-            &tuning,
-            ident.state_config.clone(),
-            durability,
-        )
-        .await
-        .with_context(|| format!("cannot open group {gid}"))?;
-        groups.push(g);
+        groups.push(Group::open(gid, &host).await.with_context(|| format!("cannot open group {gid}"))?);
     }
     let registry = GroupRegistry::new(groups);
     #[cfg(feature = "fault-injection")]
