@@ -364,7 +364,7 @@ async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant
 /// A served call's result with its in-flight permit, or the status that ends the stream.
 pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
 
-/// Reads the messages of `inbound` and serves each of their calls (`calls_of` takes them out of
+/// Reads the messages of `inbound` (a gRPC request stream) and serves each of their calls (`calls_of` takes them out of
 /// a message) through `handle`, given the call and when its message was read: where it is read if
 /// it completes in its first poll, else in a task of its own. The results come out of the
 /// returned channel in completion order, for [`batched`].
@@ -374,8 +374,8 @@ pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
 /// can make a node queue unbounded work or results. Once `shutdown` becomes true no more calls
 /// are taken; the channel ends after the ones taken are answered. A malformed or oversized
 /// message ends it with its status, after the results that completed before it.
-pub fn serve_calls<M, C, T, H, F>(
-    mut inbound: Streaming<M>,
+pub fn serve_calls<M, S, C, T, H, F>(
+    mut inbound: S,
     mut shutdown: watch::Receiver<bool>,
     in_flight: usize,
     calls_of: fn(M) -> Vec<C>,
@@ -383,6 +383,7 @@ pub fn serve_calls<M, C, T, H, F>(
 ) -> mpsc::UnboundedReceiver<Completed<T>>
 where
     M: Send + 'static,
+    S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
     C: Send + 'static,
     T: Send + 'static,
     H: Fn(C, Instant) -> F + Send + 'static,
@@ -393,13 +394,13 @@ where
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
-                m = inbound.message() => m,
+                m = futures::StreamExt::next(&mut inbound) => m,
                 Ok(_) = shutdown.wait_for(|stop| *stop) => break,
             };
             let msg = match next {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(s) => {
+                Some(Ok(m)) => m,
+                None => break,
+                Some(Err(s)) => {
                     let _ = tx.send(Err(s));
                     break;
                 }
@@ -809,5 +810,50 @@ mod tests {
         }
         assert!(ended.is_some(), "the stream outlived the node's shutdown");
         assert!(stream.is_closed());
+    }
+
+    /// A call that completes in its first poll is answered by the reader, without a task of its
+    /// own; a call that must wait gets one, and the calls after it are not held up by it.
+    #[tokio::test]
+    async fn a_call_done_in_its_first_poll_is_answered_without_a_task_and_a_waiting_one_gets_its_own() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let waits = release.clone();
+        let inbound = futures::stream::iter(vec![Ok::<_, Status>(vec![1u32, 2, 3]), Ok(vec![4])]);
+        let (_stop, shutdown) = watch::channel(false);
+        let mut rx = serve_calls(
+            inbound,
+            shutdown,
+            8,
+            |m: Vec<u32>| m,
+            move |call: u32, _received| {
+                let waits = waits.clone();
+                async move {
+                    if call == 2 {
+                        waits.notified().await;
+                    }
+                    (call, tokio::task::try_id())
+                }
+            },
+        );
+        // The reader runs in a task of its own; let it read both messages.
+        let mut done = Vec::new();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            while let Ok(Ok(((call, task), _permit))) = rx.try_recv() {
+                done.push((call, task));
+            }
+            if done.len() == 3 {
+                break;
+            }
+        }
+        let calls: Vec<u32> = done.iter().map(|(c, _)| *c).collect();
+        assert_eq!(calls, [1, 3, 4], "the waiting call held up the ones after it, or one is missing");
+        let reader = done[0].1.expect("served inside a task");
+        assert!(done.iter().all(|(_, t)| *t == Some(reader)), "a call done at once got a task of its own: {done:?}");
+        release.notify_one();
+        let ((call, task), _permit) = rx.recv().await.expect("the waiting call's result").expect("no status");
+        assert_eq!(call, 2);
+        assert_ne!(task, Some(reader), "the waiting call ran in the reader's task");
+        assert!(rx.recv().await.is_none(), "the results end after the last call once the input ends");
     }
 }
