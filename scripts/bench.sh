@@ -153,6 +153,18 @@ measure() {
     stop_all
 }
 
+# How long one small synced write takes on the disk the data dirs are on, before and after the
+# runs: this machine's speed drifts by up to 2x between hours, most in what syncs and wake-ups cost.
+sync_probe() {
+    local f="$OUT/sync-probe" secs
+    dd if=/dev/zero of="$f" bs=1M count=4 conv=fsync status=none
+    secs="$(LC_ALL=C dd if=/dev/zero of="$f" bs=2k count=500 oflag=dsync conv=notrunc 2>&1 | awk '/copied/ { print $(NF - 3) }')"
+    rm -f "$f"
+    awk -v s="$secs" 'BEGIN { if (s == "") print "?"; else printf "%.0f", s * 1e6 / 500 }'
+}
+SYNC_BEFORE="$(sync_probe)"
+echo "disk: one 2 KiB synced write takes $SYNC_BEFORE µs"
+
 # raftcache: 3 nodes.
 RC_PORTS=($((BASE + 1)) $((BASE + 2)) $((BASE + 3)))
 check_ports "${RC_PORTS[@]}"
@@ -209,6 +221,7 @@ measure redis --redis "127.0.0.1:$REDIS_PORT"
 {
     echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)."
     echo "- Versions: raftcache $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), etcd $(etcd --version | head -n 1 | awk '{print $3}'), redis $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')."
+    echo "- Disk: one 2 KiB synced write (\`dd oflag=dsync\`, 500 in a row) took $SYNC_BEFORE µs before the runs and $(sync_probe) µs after."
     echo "- Date: $(date -u +%F). Command: scripts/bench.sh ${QUICK[*]} ${SUITE_ARGS[*]}"
 } >"$OUT/machine.txt"
 "$BENCH" report "$OUT"
