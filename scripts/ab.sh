@@ -18,6 +18,7 @@
 # order swapped every other pair), each with the machine to itself: the setting for a change
 # whose effect depends on how busy the machine is (worker threads, CPU placement), which two
 # clusters at once would hide. Slower drift still hits both sides alike over several pairs.
+# Alone, each pair also shows each side's machine CPU per operation.
 #
 # Example: scripts/ab.sh --pairs 6 /tmp/before /tmp/after --workload write --clients 64
 # Environment: RAFTCACHE_SERVE_ARGS (flags for both clusters' nodes), AB_SERVE_ARGS_A and
@@ -84,7 +85,9 @@ field() { awk -v k="$1" '{ for (i = 2; i <= NF; i++) if ($i == k) print $(i - 1)
 p99() { awk '{ for (i = 1; i < NF; i++) if ($i == "p99") print $(i + 1) }'; }
 
 ratios=()
-printf '%-5s %12s %10s %12s %10s %8s\n' pair "A ops/s" "A p99 µs" "B ops/s" "B p99 µs" "B/A"
+# Alone, each generator's machine CPU per operation is its own cluster's (at once it is not).
+cpu_cols() { ((alone)) && printf ' %10s %10s' "$1" "$2"; true; }
+printf '%-5s %12s %10s %12s %10s %8s%s\n' pair "A ops/s" "A p99 µs" "B ops/s" "B p99 µs" "B/A" "$(cpu_cols "A cpu µs" "B cpu µs")"
 for ((i = 1; i <= pairs; i++)); do
     # Odd pairs: A on side 1; even pairs: B on side 1.
     if ((i % 2)); then sa=1 sb=2; else sa=2 sb=1; fi
@@ -106,7 +109,8 @@ for ((i = 1; i <= pairs; i++)); do
     [[ -n "$a_ops" && -n "$b_ops" ]] || die "no ops/s in the generators' output: $(cat "$WORK/a.txt" "$WORK/b.txt")"
     ratio="$(awk -v a="$a_ops" -v b="$b_ops" 'BEGIN { printf "%.3f", b / a }')"
     ratios+=("$ratio")
-    printf '%-5s %12s %10s %12s %10s %8s\n' "$i" "$a_ops" "$(p99 <"$WORK/a.txt")" "$b_ops" "$(p99 <"$WORK/b.txt")" "$ratio"
+    printf '%-5s %12s %10s %12s %10s %8s%s\n' "$i" "$a_ops" "$(p99 <"$WORK/a.txt")" "$b_ops" "$(p99 <"$WORK/b.txt")" "$ratio" \
+        "$(cpu_cols "$(field µs/op <"$WORK/a.txt")" "$(field µs/op <"$WORK/b.txt")")"
     down
 done
 printf '%s\n' "${ratios[@]}" | awk '{ s += $1; if (NR == 1 || $1 < lo) lo = $1; if (NR == 1 || $1 > hi) hi = $1 }
