@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the raftcache binary and runs every test: unit, property and storage-conformance tests
 # of each crate, then the integration tests in tests/ that start real raftcache processes on
-# loopback, the fault suite, a bench smoke run, and rustfmt and clippy. Needs only cargo (protoc is vendored). Exits non-zero on the first failure.
+# loopback, the fault suite, a bench smoke run, and rustfmt and clippy. Needs only cargo (protoc
+# is vendored). Runs every section, then exits non-zero if any failed.
 #
 # Environment: RAFTCACHE_TEST_THREADS (integration tests run at once, default 2: each starts a
 # 3-node cluster, and more than two clusters overload a 2-core machine), RAFTCACHE_KEEP_TEST_DIRS=1

@@ -56,7 +56,7 @@ mod forked;
 mod freshness;
 mod group;
 mod log_store;
-pub mod machine_load;
+mod machine_load;
 mod network;
 mod proposer;
 mod read_index;

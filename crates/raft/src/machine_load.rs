@@ -36,7 +36,11 @@ async fn sample() {
     let Some(mut last) = read_stat() else { return };
     loop {
         tokio::time::sleep(WINDOW).await;
-        let Some(now) = read_stat() else { return };
+        let Some(now) = read_stat() else {
+            // No longer readable: say so, rather than leave the last share standing.
+            BUSY_PERMILLE.store(UNKNOWN, Ordering::Relaxed);
+            return;
+        };
         BUSY_PERMILLE.store(share(last, now).unwrap_or(UNKNOWN), Ordering::Relaxed);
         last = now;
     }

@@ -364,9 +364,10 @@ async fn serve_call(service: &RaftServiceImpl, call: RaftCall, received: Instant
 /// A served call's result with its in-flight permit, or the status that ends the stream.
 pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
 
-/// Reads the messages of `inbound` (a gRPC request stream) and serves each of their calls (`calls_of` takes them out of
-/// a message) through `handle`, given the call and when its message was read: where it is read if
-/// it completes in its first poll, else in a task of its own. The results come out of the
+/// Reads the messages of `inbound` (a gRPC request stream, or any stream of messages) and serves
+/// each of their calls (`calls_of` takes them out of a message) through `handle`, given the call
+/// and when its message was read: where it is read if it completes in its first poll, else in a
+/// task of its own. The results come out of the
 /// returned channel in completion order, for [`batched`].
 ///
 /// At most `in_flight` calls are in service or have results not yet in a message: beyond that

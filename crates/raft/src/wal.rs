@@ -65,8 +65,8 @@ const FRAME_HEADER: usize = 8;
 /// Without waiters, buffered records are written and synced at least this often.
 const BACKGROUND_SYNC: Duration = Duration::from_millis(500);
 /// Records nobody waits for (commit marks, appends without a waiter) wake the sync thread only
-/// once this many bytes of them are buffered; until then they go out with the next pass a waiter asks for, or with
-/// the background sync.
+/// once this many bytes of them are buffered; until then they go out with the next pass a
+/// waiter asks for, or with the background sync.
 const LAZY_BYTES: usize = 64 << 10;
 /// The zero-filled file the next segment is renamed from (see the module docs).
 pub const SPARE: &str = "next-segment.spare";
@@ -708,8 +708,8 @@ impl Wal {
 
     /// Queues `done` (if any) for the next sync, releases the lock, and wakes the sync thread if
     /// that is needed. Only a waiter, or enough buffered bytes, wakes it, and only if it is idle
-    /// and nobody woke it yet: a busy sync thread looks for more work before it waits, and a condvar's notify is a
-    /// system call even when nobody waits on it. Commit marks, written for every entry on every
+    /// and nobody woke it yet: a busy sync thread looks for more work before it waits, and a
+    /// condvar's notify is a system call even when nobody waits on it. Commit marks, written for every entry on every
     /// node, so ride with the next entry's sync instead of costing a pass (a wake-up and a
     /// `write`) of their own.
     fn queue_and_wake(&self, mut st: MutexGuard<'_, State>, done: Option<Waiter>) {
