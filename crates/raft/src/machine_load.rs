@@ -1,48 +1,50 @@
-//! How busy this machine's CPUs are: the share of the last [`WINDOW`] they spent running
-//! anything (user, system, interrupts; not idle or waiting for IO), from `/proc/stat`. The write
-//! linger (see `proposer.rs`) batches only when CPU is scarce.
+//! How busy this machine's CPUs are: the share of the time since the last reading (at least
+//! [`WINDOW`], at most [`STALE`]) they spent running anything (user, system, interrupts; not idle
+//! or waiting for IO), from `/proc/stat`. The write linger (see `proposer.rs`) batches only when
+//! CPU is scarce.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// How often the share is sampled.
+/// The shortest window a share is measured over: a call within this of the last reading gets
+/// that reading's share.
 const WINDOW: Duration = Duration::from_millis(100);
-/// Not measured (yet, or no `/proc/stat`).
-const UNKNOWN: u32 = u32::MAX;
+/// A reading older than this says nothing of now: the next call starts a new window.
+const STALE: Duration = Duration::from_secs(1);
 
-static BUSY_PERMILLE: AtomicU32 = AtomicU32::new(UNKNOWN);
-static STARTED: Once = Once::new();
+static SAMPLER: Mutex<Sampler> = Mutex::new(Sampler { last: None, share: None });
 
-/// The machine's busy share over the last window, in thousandths; `None` before the first
-/// window ends or where `/proc/stat` cannot be read.
+/// The machine's busy share over the last window, in thousandths; `None` when no window ended
+/// within [`STALE`] (the first call after an idle spell) or where `/proc/stat` cannot be read.
+///
+/// Read on demand, at most once per [`WINDOW`], by whoever asks (the linger, under write load),
+/// so an idle node reads nothing.
 pub fn busy_permille() -> Option<u32> {
-    match BUSY_PERMILLE.load(Ordering::Relaxed) {
-        UNKNOWN => None,
-        p => Some(p),
+    let mut sampler = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if sampler.last.is_some_and(|(at, _)| now.duration_since(at) < WINDOW) {
+        return sampler.share;
     }
+    sampler.next(now, read_stat())
 }
 
-/// Starts sampling on the current tokio runtime, once per process.
-pub fn start() {
-    STARTED.call_once(|| {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(sample());
-        }
-    });
+/// The last reading of `/proc/stat` and the share it gave.
+struct Sampler {
+    last: Option<(Instant, (u64, u64))>,
+    share: Option<u32>,
 }
 
-async fn sample() {
-    let Some(mut last) = read_stat() else { return };
-    loop {
-        tokio::time::sleep(WINDOW).await;
-        let Some(now) = read_stat() else {
-            // No longer readable: say so, rather than leave the last share standing.
-            BUSY_PERMILLE.store(UNKNOWN, Ordering::Relaxed);
-            return;
+impl Sampler {
+    /// Takes a reading made at `now` (`None`: unreadable) and returns the share since the last
+    /// one, if that one is recent enough to stand for "now".
+    fn next(&mut self, now: Instant, stat: Option<(u64, u64)>) -> Option<u32> {
+        let last = self.last.take();
+        self.share = match (last, stat) {
+            (Some((at, before)), Some(after)) if now.duration_since(at) <= STALE => share(before, after),
+            _ => None,
         };
-        BUSY_PERMILLE.store(share(last, now).unwrap_or(UNKNOWN), Ordering::Relaxed);
-        last = now;
+        self.last = stat.map(|s| (now, s));
+        self.share
     }
 }
 
@@ -79,5 +81,17 @@ mod tests {
         assert_eq!(share(a, b), Some(687));
         assert_eq!(share(a, a), None, "no time passed");
         assert_eq!(parse_stat("intr 5\n"), None);
+    }
+
+    #[test]
+    fn a_share_spans_two_recent_readings_and_a_stale_or_missing_one_gives_none() {
+        let t0 = Instant::now();
+        let mut s = Sampler { last: None, share: None };
+        assert_eq!(s.next(t0, Some((100, 1000))), None, "one reading is no window");
+        assert_eq!(s.next(t0 + WINDOW, Some((150, 1100))), Some(500));
+        assert_eq!(s.next(t0 + WINDOW + STALE * 2, Some((160, 1300))), None, "an idle spell's average is not now");
+        assert_eq!(s.next(t0 + WINDOW * 2 + STALE * 2, Some((260, 1400))), Some(1000));
+        assert_eq!(s.next(t0 + WINDOW * 3 + STALE * 2, None), None, "unreadable");
+        assert_eq!(s.next(t0 + WINDOW * 4 + STALE * 2, Some((300, 1500))), None, "a new window starts");
     }
 }
