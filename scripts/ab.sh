@@ -104,6 +104,7 @@ for ((i = 1; i <= pairs; i++)); do
     else
         up $sa "$A" "${AB_SERVE_ARGS_A:-}" & up $sb "$B" "${AB_SERVE_ARGS_B:-}" & wait
         load $sa "$A" "$@" >"$WORK/a.txt" & load $sb "$B" "$@" >"$WORK/b.txt" & wait
+        down
     fi
     a_ops="$(field ops/s <"$WORK/a.txt")" b_ops="$(field ops/s <"$WORK/b.txt")"
     [[ -n "$a_ops" && -n "$b_ops" ]] || die "no ops/s in the generators' output: $(cat "$WORK/a.txt" "$WORK/b.txt")"
@@ -111,7 +112,6 @@ for ((i = 1; i <= pairs; i++)); do
     ratios+=("$ratio")
     printf '%-5s %12s %10s %12s %10s %8s%s\n' "$i" "$a_ops" "$(p99 <"$WORK/a.txt")" "$b_ops" "$(p99 <"$WORK/b.txt")" "$ratio" \
         "$(cpu_cols "$(field µs/op <"$WORK/a.txt")" "$(field µs/op <"$WORK/b.txt")")"
-    down
 done
 printf '%s\n' "${ratios[@]}" | awk '{ s += $1; if (NR == 1 || $1 < lo) lo = $1; if (NR == 1 || $1 > hi) hi = $1 }
     END { printf "B/A over %d pairs: %.3f to %.3f, mean %.3f\n", NR, lo, hi, s / NR }'

@@ -71,10 +71,7 @@ struct ScaleRecord {
 
 /// `raftcache-bench scale`.
 pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
-    ensure!(!a.nodes.is_empty() && !a.groups.is_empty(), "--nodes and --groups need at least one value each");
-    ensure!(a.nodes.iter().all(|&n| n > 0), "--nodes values must be at least 1");
-    ensure!(a.groups.iter().all(|&g| g > 0), "--groups values must be at least 1");
-    ensure!(a.worker_threads != Some(0), "--worker-threads must be at least 1");
+    check(&a)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let spec = |workload| Spec {
         system: System::Raftcache,
@@ -122,6 +119,19 @@ pub async fn run(a: ScaleArgs) -> anyhow::Result<()> {
     std::fs::write(a.out.join("scale.md"), &md)?;
     println!("{md}");
     println!("{}", a.out.display());
+    Ok(())
+}
+
+/// Rejects flags that name no shape or that clash.
+fn check(a: &ScaleArgs) -> anyhow::Result<()> {
+    ensure!(!a.nodes.is_empty() && !a.groups.is_empty(), "--nodes and --groups need at least one value each");
+    ensure!(a.nodes.iter().all(|&n| n > 0), "--nodes values must be at least 1");
+    ensure!(a.groups.iter().all(|&g| g > 0), "--groups values must be at least 1");
+    ensure!(a.worker_threads != Some(0), "--worker-threads must be at least 1");
+    ensure!(
+        !a.serve_args.iter().any(|s| s.starts_with("--worker-threads")),
+        "--serve-arg cannot set --worker-threads (each node already gets it); use scale's own --worker-threads"
+    );
     Ok(())
 }
 
@@ -175,6 +185,22 @@ mod tests {
         let md = table(&records);
         let rows: Vec<&str> = md.lines().skip(2).collect();
         assert_eq!(rows, ["| 3 | 1 | 2970 | 41.0 | 7000 | 12.5 |", "| 5 | 16 | 1500 | 90.0 | – | – |"], "{md}");
+    }
+
+    #[test]
+    fn serve_args_cannot_set_the_worker_threads_that_scale_sets_itself() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: ScaleArgs,
+        }
+        let args = |extra: &[&str]| Cli::parse_from([&["scale"][..], extra].concat()).a;
+        assert!(check(&args(&["--serve-arg=--write-linger-ms=1"])).is_ok());
+        let err = check(&args(&["--serve-arg=--worker-threads=2"])).unwrap_err().to_string();
+        assert!(err.contains("--serve-arg cannot set --worker-threads"), "{err}");
+        assert!(check(&args(&["--worker-threads", "0"])).is_err());
+        assert!(check(&args(&["--groups", "0"])).is_err());
     }
 
     #[test]
