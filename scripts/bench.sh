@@ -83,6 +83,8 @@ command -v etcd >/dev/null || die "etcd is not on PATH after installing it"
 
 # ---- build ----------------------------------------------------------------------------------
 echo "building raftcache and raftcache-bench (release) ..."
+# The tree as built: edits made while the suite runs do not change the binaries measured.
+RC_VERSION="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
 (cd "$ROOT" && cargo build --release -p raftcache-server -p raftcache-bench --features raftcache-bench/etcd \
     --bin raftcache --bin raftcache-bench)
 RC="$TARGET_DIR/release/raftcache"
@@ -220,7 +222,7 @@ measure redis --redis "127.0.0.1:$REDIS_PORT"
 # summary.md includes this (raftcache-bench report reads machine.txt).
 {
     echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)."
-    echo "- Versions: raftcache $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), etcd $(etcd --version | head -n 1 | awk '{print $3}'), redis $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')."
+    echo "- Versions: raftcache $RC_VERSION, etcd $(etcd --version | head -n 1 | awk '{print $3}'), redis $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')."
     echo "- Disk: one 2 KiB synced write (\`dd oflag=dsync\`, 500 in a row) took $SYNC_BEFORE µs before the runs and $(sync_probe) µs after."
     echo "- Date: $(date -u +%F). Command: scripts/bench.sh ${QUICK[*]} ${SUITE_ARGS[*]}"
 } >"$OUT/machine.txt"
