@@ -46,10 +46,11 @@
 //! (~0.7 ms on the development machine on a fast hour) is shorter than the linger, which tokio's
 //! 1 ms timer ticks stretch to 2–3 ms, and most lingers ran to that deadline: the wait, not the
 //! commit, was most of a write's latency. So the linger waits no longer than the answered entry
-//! took from proposal to answer unless the machine is at least 75% busy (`machine_load.rs`:
-//! `/proc/stat`, read at most every 100 ms while writes linger). Measured alone against the fixed linger (`scripts/ab.sh --alone`,
-//! 2 pairs each): writes 64 clients +9.2% / +19.1%, 16 clients +35.1% / +22.8%, 256 clients
-//! +5.4% / −4.1%, a 90/10 mix +1.9% / +8.0%. Beside a busy loop on one core the machine reads
+//! took from proposal to answer unless the CPUs this node may use are at least 75% busy
+//! (`machine_load.rs`: the machine's `/proc/stat` or the process's CPU time against its quota,
+//! read at most every 100 ms while writes linger). Measured alone against the fixed linger
+//! (`scripts/ab.sh --alone`, 2 pairs each): writes 64 clients +9.2% / +19.1%, 16 clients +35.1%
+//! / +22.8%, 256 clients +5.4% / −4.1%, a 90/10 mix +1.9% / +8.0%. Beside a busy loop on one core the machine reads
 //! 86–100% busy and the linger is the full one, as before.
 
 use std::collections::{HashSet, VecDeque};
