@@ -49,9 +49,9 @@
 //! took from proposal to answer unless the CPUs this node may use are at least 75% busy
 //! (`machine_load.rs`: the machine's `/proc/stat` or the process's CPU time against its quota,
 //! read at most every 100 ms while writes linger). Measured alone against the fixed linger
-//! (`scripts/ab.sh --alone`, 2 pairs each): writes 64 clients +9.2% / +19.1%, 16 clients +35.1%
-//! / +22.8%, 256 clients +5.4% / −4.1%, a 90/10 mix +1.9% / +8.0%. Beside a busy loop on one core the machine reads
-//! 86–100% busy and the linger is the full one, as before.
+//! (`scripts/ab.sh --alone`, 2 pairs each): writes 64 clients +9.2% / +19.1%, 16 clients
+//! +35.1% / +22.8%, 256 clients +5.4% / −4.1%, a 90/10 mix +1.9% / +8.0%. Beside a busy loop on
+//! one core the machine reads 86–100% busy and the linger is the full one, as before.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -98,7 +98,8 @@ const QUEUE: usize = 4096;
 /// while it holds this many).
 const MAX_WAITING: usize = 2 * MAX_BATCH_WRITES;
 
-/// The machine's busy share (thousandths) from which the linger waits its full length.
+/// The busy share (thousandths) of the CPUs this node may use (`machine_load.rs`) from which the
+/// linger waits its full length.
 const FULL_LINGER_BUSY_PERMILLE: u32 = 750;
 
 /// "Every awaited writer came back" for the linger's count (see [`linger_for`]); the count's
@@ -263,9 +264,9 @@ async fn linger_for(
     *came_back = ALL;
 }
 
-/// How long to linger after an entry that took `took` from proposal to answer, with the machine
-/// `busy` thousandths busy. Batching saves CPU and costs latency: while the machine has CPU to
-/// spare the linger waits no longer than the entry itself took, and its full `linger` only when
+/// How long to linger after an entry that took `took` from proposal to answer, with the CPUs this
+/// node may use `busy` thousandths busy. Batching saves CPU and costs latency: while there is CPU
+/// to spare the linger waits no longer than the entry itself took, and its full `linger` only when
 /// CPU is scarce (or the share is unknown).
 fn linger_now(linger: Duration, took: Duration, busy: Option<u32>) -> Duration {
     match busy {

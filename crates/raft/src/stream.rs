@@ -367,8 +367,8 @@ pub type Completed<T> = Result<(T, OwnedSemaphorePermit), Status>;
 /// Reads the messages of `inbound` (a gRPC request stream, or any stream of messages) and serves
 /// each of their calls (`calls_of` takes them out of a message) through `handle`, given the call
 /// and when its message was read: where it is read if it completes in its first poll, else in a
-/// task of its own. The results come out of the
-/// returned channel in completion order, for [`batched`].
+/// task of its own. The results come out of the returned channel in completion order, for
+/// [`batched`].
 ///
 /// At most `in_flight` calls are in service or have results not yet in a message: beyond that
 /// the reader stops reading, and HTTP/2 flow control holds the sender back, so no peer or client

@@ -709,9 +709,9 @@ impl Wal {
     /// Queues `done` (if any) for the next sync, releases the lock, and wakes the sync thread if
     /// that is needed. Only a waiter, or enough buffered bytes, wakes it, and only if it is idle
     /// and nobody woke it yet: a busy sync thread looks for more work before it waits, and a
-    /// condvar's notify is a system call even when nobody waits on it. Commit marks, written for every entry on every
-    /// node, so ride with the next entry's sync instead of costing a pass (a wake-up and a
-    /// `write`) of their own.
+    /// condvar's notify is a system call even when nobody waits on it. Commit marks, written for
+    /// every entry on every node, so ride with the next entry's sync instead of costing a pass (a
+    /// wake-up and a `write`) of their own.
     fn queue_and_wake(&self, mut st: MutexGuard<'_, State>, done: Option<Waiter>) {
         let urgent = done.is_some();
         if let Some(w) = done {
