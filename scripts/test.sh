@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the raftcache binary and runs every test: unit, property and storage-conformance tests
 # of each crate, then the integration tests in tests/ that start real raftcache processes on
-# loopback, the fault suite, a bench smoke run, and rustfmt and clippy. Needs only cargo (protoc
-# is vendored). Runs every section, then exits non-zero if any failed.
+# loopback, the fault suite, a bench smoke run, and rustfmt, clippy and rustdoc. Needs only cargo
+# (protoc is vendored). Runs every section, then exits non-zero if any failed.
 #
 # Environment: RAFTCACHE_TEST_THREADS (integration tests run at once, default 2: each starts a
 # 3-node cluster, and more than two clusters overload a 2-core machine), RAFTCACHE_KEEP_TEST_DIRS=1
@@ -56,10 +56,11 @@ run "fault suite: checkers, short nemesis runs, planted bugs" \
 run "bench smoke: 10 s of load on a 1-node cluster" \
     "${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR/raftcache-bench" smoke --duration 10s
 
-# Formatting and lints, so warnings cannot pile up unseen (clippy checks without building, ~1.5 min
-# from cold on 2 cores).
-run "format and lints: rustfmt, clippy -D warnings" \
-    bash -c 'cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings'
+# Formatting, lints and the API docs' links, so warnings cannot pile up unseen (clippy checks
+# without building, ~1.5 min from cold on 2 cores; rustdoc then reuses its dependencies' metadata).
+run "format, lints and docs: rustfmt, clippy -D warnings, rustdoc -D warnings" \
+    bash -c 'cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings &&
+        RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet'
 
 if ((${#FAILED[@]} > 0)); then
     printf '\n==================== FAILED (%ss): %s ====================\n' "$((SECONDS - STARTED))" "$(IFS=';'; echo "${FAILED[*]}")"

@@ -89,5 +89,5 @@ impl From<Status> for Error {
     }
 }
 
-/// Result with the client [`Error`].
+/// Result with the client [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

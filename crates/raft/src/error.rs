@@ -11,5 +11,5 @@ pub enum Error {
     Config(String),
 }
 
-/// Result with the raft [`Error`].
+/// Result with the raft [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
