@@ -232,8 +232,9 @@ async fn wait_for_signal() {
 /// (tokio's own target count), a node on one worker, as nodes sharing a machine run, took more
 /// writes at high concurrency (`scripts/ab.sh --alone`, 64 clients: 12 pairs, +2.2% on average,
 /// 10 of them ≥ 1.000; 256 clients +2.9% / +5.3%) and as many at 1 and 16 clients, in a 90/10
-/// mix and in reads; 8 and 255 lost 3–6%. On two workers per node it changed nothing (3 pairs,
-/// −1.8% to +0.9%).
+/// mix and in reads; 8 and 255 lost 3–6%, 127 −1.7% and 31 +0.7% against 61 (4 pairs each: a
+/// fixed count near tokio's target is what pays). On two workers per node it changed nothing (3
+/// pairs, −1.8% to +0.9%).
 const GLOBAL_QUEUE_INTERVAL: u32 = 61;
 
 /// Runs `raftcache serve` to completion in its own runtime, logging to stderr (`RUST_LOG`,
