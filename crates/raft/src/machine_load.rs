@@ -84,7 +84,7 @@ impl Sampler {
 /// The CPUs this process may use, in thousandths of a CPU: the CPUs its affinity mask allows
 /// (else `available_parallelism`), or fewer under a cgroup CPU quota, v1 or v2, the smallest
 /// quota on the way from its cgroup up to the hierarchy's root.
-pub fn cpu_capacity_milli() -> u64 {
+fn cpu_capacity_milli() -> u64 {
     let cpus =
         affinity_cpus().or_else(|| std::thread::available_parallelism().ok().map(|n| n.get() as u64)).unwrap_or(1);
     let quota = match (std::fs::read_to_string("/proc/self/cgroup"), std::fs::read_to_string("/proc/self/mountinfo")) {
