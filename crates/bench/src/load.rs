@@ -373,8 +373,7 @@ pub async fn measure_timed(spec: &Spec, adapters: &[Adapter], timeline: bool) ->
     let samples = std::mem::take(&mut *all_samples.lock().expect("samples lock"));
     let ok = shared.ok.load(Ordering::Relaxed);
     let mut record = Record::new(&spec.labels(), ok, shared.errors.load(Ordering::Relaxed), elapsed, &h);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    record.cpu_us_per_op = cpu.and_then(|c| c.per_op(cpus, elapsed, ok));
+    record.cpu_us_per_op = cpu.and_then(|c| c.per_op(elapsed, ok));
     Ok(Outcome {
         record,
         misses: if spec.workload == Mix::Write { 0 } else { shared.misses.load(Ordering::Relaxed) },

@@ -113,6 +113,10 @@ pub struct CpuTimes {
     pub busy: u64,
     /// Every field: the above, idle, iowait, and time stolen by the hypervisor.
     pub total: u64,
+    /// The CPUs those ticks are summed over: the `cpuN` lines. Not this process's affinity or
+    /// quota (`available_parallelism`): a generator pinned to one core of two still sees, and
+    /// must scale by, the whole machine's ticks.
+    pub cpus: u32,
 }
 
 impl CpuTimes {
@@ -126,20 +130,26 @@ impl CpuTimes {
         let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().ok()).collect::<Option<_>>()?;
         // guest and guest_nice (f[8], f[9]) are already counted in user and nice.
         let (busy, total) = (f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?, f.iter().take(8).sum());
-        Some(Self { busy, total })
+        let is_cpu_n = |l: &&str| l.strip_prefix("cpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+        let cpus = stat.lines().filter(is_cpu_n).count().max(1) as u32;
+        Some(Self { busy, total, cpus })
     }
 
-    /// The ticks between `earlier` and `self`.
+    /// The ticks between `earlier` and `self` (over `self`'s CPUs).
     pub fn since(&self, earlier: &Self) -> Self {
-        Self { busy: self.busy.saturating_sub(earlier.busy), total: self.total.saturating_sub(earlier.total) }
+        Self {
+            busy: self.busy.saturating_sub(earlier.busy),
+            total: self.total.saturating_sub(earlier.total),
+            cpus: self.cpus,
+        }
     }
 
-    /// As a difference over `elapsed` on `cpus` CPUs: busy CPU µs per one of `ops` operations.
-    pub fn per_op(&self, cpus: usize, elapsed: Duration, ops: u64) -> Option<f64> {
+    /// As a difference over `elapsed`: busy CPU µs per one of `ops` operations.
+    pub fn per_op(&self, elapsed: Duration, ops: u64) -> Option<f64> {
         if ops == 0 || self.total == 0 {
             return None;
         }
-        let busy_cpu_us = self.busy as f64 / self.total as f64 * cpus as f64 * elapsed.as_secs_f64() * 1e6;
+        let busy_cpu_us = self.busy as f64 / self.total as f64 * f64::from(self.cpus) * elapsed.as_secs_f64() * 1e6;
         Some(busy_cpu_us / ops as f64)
     }
 }
@@ -261,13 +271,18 @@ mod tests {
     #[test]
     fn busy_cpu_comes_from_the_change_in_proc_stat() {
         // user nice system idle iowait irq softirq steal: busy is user+nice+system+irq+softirq.
-        let a = CpuTimes::parse("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n").unwrap();
-        let b = CpuTimes::parse("cpu  160 0 80 850 20 0 15 75 0 0\n").unwrap();
-        assert_eq!(a, CpuTimes { busy: 155, total: 1000 });
+        const CPU_A: &str = "cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\ncpu1 1 2 3\nintr 5\n";
+        const CPU_B: &str = "cpu  160 0 80 850 20 0 15 75 0 0\ncpu0 1 2 3\ncpu1 1 2 3\nctxt 9\ncpus 1\n";
+        let (a, b) = (CpuTimes::parse(CPU_A).unwrap(), CpuTimes::parse(CPU_B).unwrap());
+        assert_eq!(a, CpuTimes { busy: 155, total: 1000, cpus: 2 });
         // 100 of 200 ticks busy, 2 CPUs, 3 s: 3 CPU-seconds over 1,000 operations = 3,000 µs each.
-        let per_op = b.since(&a).per_op(2, Duration::from_secs(3), 1000).unwrap();
+        let per_op = b.since(&a).per_op(Duration::from_secs(3), 1000).unwrap();
         assert!((per_op - 3000.0).abs() < 1e-9, "{per_op}");
-        assert_eq!(b.since(&a).per_op(2, Duration::from_secs(3), 0), None);
+        assert_eq!(b.since(&a).per_op(Duration::from_secs(3), 0), None);
+        // The same share of four CPUs is twice the CPU time, whatever this process may run on.
+        let four = |s: &str| s.replace("cpu1 1 2 3\n", "cpu1 1 2 3\ncpu2 0\ncpu3 0\n");
+        let (a4, b4) = (CpuTimes::parse(&four(CPU_A)).unwrap(), CpuTimes::parse(&four(CPU_B)).unwrap());
+        assert_eq!(b4.since(&a4).per_op(Duration::from_secs(3), 1000), Some(6000.0));
         assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
     }
 
