@@ -162,17 +162,38 @@ impl StateMachineStore {
     }
 }
 
+/// Snapshot bytes written and synced at a time (see [`write_snapshot_file`]).
+const SNAP_SYNC_BYTES: usize = 1 << 20;
+
+/// Held while a snapshot file is written: one at a time in a process, so the node's groups,
+/// which reach their snapshot points together, do not fill the device's queue together.
+static ONE_SNAPSHOT_WRITER: Mutex<()> = Mutex::new(());
+
 /// Writes a snapshot file next to `path`, syncs it, renames it over `path` and syncs the
 /// directory, so a crash leaves either the old snapshot or the new one.
+///
+/// The state goes out [`SNAP_SYNC_BYTES`] at a time, each piece synced and followed by as long
+/// idle as it took, like the WAL's spare segment. Written at once and synced at the end, a
+/// group's 20 MB filled the device's queue, and the WAL's syncs, on the same device, waited
+/// behind it: 3 nodes, 3 groups, 64 clients writing new keys (3M-key space, 100-byte values),
+/// writes fell to 2,000-6,000/s with a p99 of 40-80 ms for ~2 s each time the groups
+/// snapshotted together. The file takes longer to write; nothing waits for it but the log's
+/// purge.
 fn write_snapshot_file(path: &Path, meta: &SnapshotMeta<u64, NodeInfo>, state: &[u8]) -> std::io::Result<()> {
     let meta = encode(&StoredSnapshotMeta { meta: meta.clone() });
     let tmp = path.with_extension("snap.tmp");
+    let _one = ONE_SNAPSHOT_WRITER.lock().unwrap_or_else(|e| e.into_inner());
     let mut f = File::create(&tmp)?;
     let meta_len = u32::try_from(meta.len()).map_err(std::io::Error::other)?;
     f.write_all(SNAP_MAGIC)?;
     f.write_all(&meta_len.to_le_bytes())?;
     f.write_all(&meta)?;
-    f.write_all(state)?;
+    for piece in state.chunks(SNAP_SYNC_BYTES) {
+        let started = Instant::now();
+        f.write_all(piece)?;
+        f.sync_data()?;
+        std::thread::sleep(started.elapsed());
+    }
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
@@ -436,6 +457,23 @@ mod tests {
             built_bytes.push(stored);
         }
         assert_eq!(built_bytes[0], built_bytes[1], "the child and this process encode the same bytes");
+    }
+
+    #[test]
+    fn a_state_of_several_pieces_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g1.snap");
+        let (meta, _) = state_with_one_key();
+        // Two and a half pieces of bytes that differ from piece to piece, so a piece lost,
+        // repeated or out of place shows.
+        let state: Vec<u8> =
+            (0..SNAP_SYNC_BYTES * 5 / 2).map(|i| (i % 251) as u8 ^ (i / SNAP_SYNC_BYTES) as u8).collect();
+        write_snapshot_file(&path, &meta, &state).unwrap();
+        let (read_meta, read_state) = read_snapshot_file(&path).unwrap().expect("a file");
+        assert_eq!(read_meta, meta);
+        assert_eq!(read_state.len(), state.len());
+        assert!(read_state == state, "the state read back differs from the one written");
+        assert!(!path.with_extension("snap.tmp").exists(), "the temporary file was renamed into place");
     }
 
     #[test]
