@@ -162,9 +162,6 @@ impl StateMachineStore {
     }
 }
 
-/// Snapshot bytes written and synced at a time (see [`write_snapshot_file`]).
-const SNAP_SYNC_BYTES: usize = 1 << 20;
-
 /// Held while a snapshot file is written: one at a time in a process, so the node's groups,
 /// which reach their snapshot points together, do not fill the device's queue together.
 static ONE_SNAPSHOT_WRITER: Mutex<()> = Mutex::new(());
@@ -172,8 +169,8 @@ static ONE_SNAPSHOT_WRITER: Mutex<()> = Mutex::new(());
 /// Writes a snapshot file next to `path`, syncs it, renames it over `path` and syncs the
 /// directory, so a crash leaves either the old snapshot or the new one.
 ///
-/// The state goes out [`SNAP_SYNC_BYTES`] at a time, each piece synced and followed by as long
-/// idle as it took, like the WAL's spare segment. Written at once and synced at the end, a
+/// The state goes out paced, as the WAL's spare segment does ([`crate::wal::write_paced`]: a MiB
+/// at a time, each piece synced and followed by as long idle as it took). Written at once and synced at the end, a
 /// group's 20 MB filled the device's queue, and the WAL's syncs, on the same device, waited
 /// behind it: 3 nodes, 3 groups, 64 clients writing new keys (3M-key space, 100-byte values),
 /// writes fell to 2,000-6,000/s with a p99 of 40-80 ms for ~2 s each time the groups
@@ -188,12 +185,7 @@ fn write_snapshot_file(path: &Path, meta: &SnapshotMeta<u64, NodeInfo>, state: &
     f.write_all(SNAP_MAGIC)?;
     f.write_all(&meta_len.to_le_bytes())?;
     f.write_all(&meta)?;
-    for piece in state.chunks(SNAP_SYNC_BYTES) {
-        let started = Instant::now();
-        f.write_all(piece)?;
-        f.sync_data()?;
-        std::thread::sleep(started.elapsed());
-    }
+    crate::wal::write_paced(&f, state.len() as u64, |from, to| (&f).write_all(&state[from as usize..to as usize]))?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
@@ -466,8 +458,8 @@ mod tests {
         let (meta, _) = state_with_one_key();
         // Two and a half pieces of bytes that differ from piece to piece, so a piece lost,
         // repeated or out of place shows.
-        let state: Vec<u8> =
-            (0..SNAP_SYNC_BYTES * 5 / 2).map(|i| (i % 251) as u8 ^ (i / SNAP_SYNC_BYTES) as u8).collect();
+        let piece = crate::wal::PACED_SYNC_BYTES as usize;
+        let state: Vec<u8> = (0..piece * 5 / 2).map(|i| (i % 251) as u8 ^ (i / piece) as u8).collect();
         write_snapshot_file(&path, &meta, &state).unwrap();
         let (read_meta, read_state) = read_snapshot_file(&path).unwrap().expect("a file");
         assert_eq!(read_meta, meta);

@@ -867,8 +867,25 @@ fn use_spare(dir: &Path, id: u64) -> io::Result<(File, u64)> {
     Ok((file, len))
 }
 
-/// Bytes of a spare written between two syncs.
-const SPARE_SYNC_BYTES: u64 = 1 << 20;
+/// Bytes written between two syncs by [`write_paced`].
+pub(crate) const PACED_SYNC_BYTES: u64 = 1 << 20;
+
+/// Fills `0..len` of `file` through `write(from, to)` a piece of [`PACED_SYNC_BYTES`] at a time,
+/// each piece synced and followed by as long idle as it took, so that a large background write
+/// never fills the device's queue ahead of the appends' own syncs. Half the device's speed is
+/// left to them.
+pub(crate) fn write_paced(file: &File, len: u64, mut write: impl FnMut(u64, u64) -> io::Result<()>) -> io::Result<()> {
+    let mut at = 0;
+    while at < len {
+        let started = Instant::now();
+        let end = (at + PACED_SYNC_BYTES).min(len);
+        write(at, end)?;
+        file.sync_data()?;
+        at = end;
+        std::thread::sleep(started.elapsed());
+    }
+    Ok(())
+}
 
 /// Writes zeros over `from..to` of `file`.
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
@@ -903,15 +920,7 @@ fn prepare_loop(shared: &Shared) {
             // of zeros flushed at once filled the device's queue, and the appends' own syncs
             // waited behind it (writes stalled ~380 ms, on every node at once, each time a
             // spare was made). The spare is wanted long before it is needed (see above).
-            let mut at = 0;
-            while at < shared.opts.segment_bytes {
-                let started = std::time::Instant::now();
-                let end = (at + SPARE_SYNC_BYTES).min(shared.opts.segment_bytes);
-                write_zeros(&file, at, end)?;
-                file.sync_data()?;
-                at = end;
-                std::thread::sleep(started.elapsed());
-            }
+            write_paced(&file, shared.opts.segment_bytes, |from, to| write_zeros(&file, from, to))?;
             file.sync_all()
         })();
         if made.is_err() {
